@@ -1,0 +1,1 @@
+"""Experiment wiring: one config per system (configs/) and one runner per system (systems/)."""

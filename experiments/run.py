@@ -1,0 +1,71 @@
+"""Run one experiment end to end.
+
+    python experiments/run.py --list
+    python experiments/run.py --exp=crnn
+    python experiments/run.py --exp=crnn --preset=paper --workdir=/tmp/w --config.train.lr=3e-4
+
+A run with the same workdir resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments import configs as registry  # noqa: E402
+from experiments.overrides import apply_overrides  # noqa: E402
+from jaxaudio.errors import JaxAudioError  # noqa: E402
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp", default=None, help="experiment name (see --list)")
+    parser.add_argument("--preset", default="tiny", help="config preset: tiny (laptop CPU) or paper")
+    parser.add_argument("--workdir", default=None, help="where checkpoints, metrics and plots go (default workdirs/<exp>)")
+    parser.add_argument("--data_dir", default=None, help="a DESED-layout folder; default: the built-in synthetic set")
+    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
+    parser.add_argument("--print_config", action="store_true", help="print the resolved config and exit")
+    args, rest = parser.parse_known_args(argv)
+    overrides = {}
+    for item in rest:
+        if not item.startswith("--config."):
+            parser.error(f"unrecognised argument {item!r} (overrides look like --config.train.lr=3e-4)")
+        key, sep, value = item[len("--config."):].partition("=")
+        if not sep:
+            parser.error(f"override {item!r} needs a value: --config.{key}=VALUE")
+        overrides[key] = value
+    return args, overrides
+
+
+def main(argv=None) -> int:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for name, (_, _, description) in sorted(registry.EXPERIMENTS.items()):
+            default = " (default)" if name == registry.DEFAULT_EXPERIMENT else ""
+            print(f"{name:12s} {description}{default}")
+        return 0
+    name = args.exp or registry.DEFAULT_EXPERIMENT
+    try:
+        if name is None:
+            raise JaxAudioError("no --exp given and no default experiment registered; see --list")
+        config = registry.load_config(name, args.preset)
+        if args.data_dir is not None:
+            overrides.setdefault("data.data_dir", args.data_dir)
+        apply_overrides(config, overrides)
+        if args.print_config:
+            print(config)
+            return 0
+        workdir = args.workdir or os.path.join("workdirs", name)
+        metrics = registry.load_runner(name).run(config, workdir)
+    except JaxAudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Runners: ``run(config, workdir) -> dict`` wires data, model, training and evaluation of one system."""
