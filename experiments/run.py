@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import configs as registry  # noqa: E402
 from experiments.overrides import apply_overrides  # noqa: E402
 from jaxaudio.errors import JaxAudioError  # noqa: E402
+from jaxaudio.train.loop import Preempted  # noqa: E402
 
 
 def parse_args(argv):
@@ -60,6 +61,9 @@ def main(argv=None) -> int:
             return 0
         workdir = args.workdir or os.path.join("workdirs", name)
         metrics = registry.load_runner(name).run(config, workdir)
+    except Preempted as err:
+        print(f"preempted: {err}; run the same command again to resume", file=sys.stderr)
+        return err.exit_code
     except JaxAudioError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -41,3 +41,8 @@ def load_config(name: str, preset: str):
 def load_runner(name: str) -> ModuleType:
     _, runner_module, _ = _lookup(name)
     return importlib.import_module(runner_module)
+
+
+register("crnn", "experiments.configs.crnn", "experiments.systems.crnn",
+         "DCASE task-4 CRNN baseline, mean teacher, PSDS evaluation")
+DEFAULT_EXPERIMENT = "crnn"

@@ -1,0 +1,293 @@
+"""A DESED-layout soundscape set built from procedural sources: mixer and layout writer.
+
+Each clip is rendered from its own generator seeded by (seed, subset, index), so the set is
+the same whatever the number of worker processes, and one subset's size never changes
+another subset's clips. Events are mixed over a background bed at a random SNR re the bed's
+RMS; events of one class never overlap (sed_scores_eval requires it), different classes may.
+The first ten clips of every labelled subset each carry one event of a different class, so
+every class occurs in validation and eval.
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm.auto import tqdm
+
+from jaxaudio.data.synth import dsp, manifest
+from jaxaudio.data.synth.backgrounds import make_background
+from jaxaudio.data.synth.sources import CLASSES, make_source
+from jaxaudio.errors import ConfigError
+
+# Bump when a change to the generator changes its output: cached sets then regenerate.
+GENERATOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate. Sizes are clip counts per subset."""
+
+    seed: int = 0
+    sample_rate: int = 16000
+    clip_seconds: float = 10.0
+    n_strong: int = 600
+    n_weak: int = 300
+    n_unlabeled: int = 600
+    n_validation: int = 200
+    n_eval: int = 200
+    min_events: int = 1
+    max_events: int = 3
+    empty_fraction: float = 0.1  # clips without events, in validation, eval and unlabeled
+    snr_db_min: float = 0.0  # event RMS re background RMS
+    snr_db_max: float = 20.0
+    background_dbfs_min: float = -45.0
+    background_dbfs_max: float = -30.0
+    min_visible_seconds: float = 0.25  # an event starts at least this long before the clip ends
+    same_class_gap_seconds: float = 0.2
+
+
+DEFAULT = SynthConfig()
+SMALL = SynthConfig(n_strong=10, n_weak=6, n_unlabeled=4, n_validation=10, n_eval=10)
+PRESETS = {"default": DEFAULT, "small": SMALL}
+
+
+@dataclass(frozen=True)
+class SubsetPlan:
+    """One subset: its key in the reader's DEFAULT_LAYOUT, where it goes, which labels it gets."""
+
+    name: str
+    rng_id: int  # stable id folded into the per-clip seed
+    size_field: str
+    audio_dir: str
+    file_prefix: str
+    strong_tsv: str | None = None
+    weak_tsv: str | None = None
+    durations_tsv: str | None = None
+    allow_empty: bool = False
+
+
+SUBSETS: tuple[SubsetPlan, ...] = (
+    SubsetPlan("synthetic_train", 0, "n_strong", "audio/train/synthetic21_train/soundscapes", "synth",
+               strong_tsv="metadata/train/synthetic21_train/soundscapes.tsv"),
+    SubsetPlan("weak", 1, "n_weak", "audio/train/weak", "weak", weak_tsv="metadata/train/weak.tsv"),
+    SubsetPlan("unlabeled", 2, "n_unlabeled", "audio/train/unlabel_in_domain", "unlabel", allow_empty=True),
+    SubsetPlan("validation", 3, "n_validation", "audio/validation/validation", "val",
+               strong_tsv="metadata/validation/validation.tsv",
+               durations_tsv="metadata/validation/validation_durations.tsv", allow_empty=True),
+    SubsetPlan("eval", 4, "n_eval", "audio/eval/public", "eval", strong_tsv="metadata/eval/public.tsv",
+               durations_tsv="metadata/eval/public_durations.tsv", allow_empty=True),
+)
+SUBSETS_BY_NAME = {s.name: s for s in SUBSETS}
+
+
+@dataclass(frozen=True)
+class Event:
+    label: str
+    onset: float  # seconds, 3 decimals
+    offset: float
+    snr_db: float
+
+
+@dataclass
+class RenderedClip:
+    """audio: (samples,) float in [-1, 1], exactly what goes to disk after 16-bit rounding.
+
+    stems (only with keep_stems): each event's placed, scaled signal, same length as audio;
+    background likewise; audio == background + sum(stems) before quantisation.
+    """
+
+    audio: np.ndarray
+    events: list[Event]
+    background: np.ndarray | None = None
+    stems: list[np.ndarray] | None = None
+
+
+def validate_config(config: SynthConfig) -> None:
+    def bad(key, problem):
+        raise ConfigError(f"SynthConfig.{key}: {problem}")
+
+    if config.sample_rate < 16000:
+        bad("sample_rate", f"{config.sample_rate} is below 16000 Hz; the sources reach 7.5 kHz")
+    if config.clip_seconds <= config.min_visible_seconds:
+        bad("clip_seconds", f"{config.clip_seconds} must exceed min_visible_seconds")
+    for plan in SUBSETS:
+        if getattr(config, plan.size_field) < 0:
+            bad(plan.size_field, "must be >= 0")
+    for key in ("n_validation", "n_eval"):
+        if 0 < getattr(config, key) < len(CLASSES):
+            bad(key, f"must be 0 or >= {len(CLASSES)} so that every class occurs at least once")
+    if not 1 <= config.min_events <= config.max_events:
+        bad("min_events", f"need 1 <= min_events <= max_events, got {config.min_events}, {config.max_events}")
+    if not 0.0 <= config.empty_fraction < 1.0:
+        bad("empty_fraction", f"{config.empty_fraction} must lie in [0, 1)")
+    if config.snr_db_min > config.snr_db_max:
+        bad("snr_db_min", "must not exceed snr_db_max")
+
+
+def clip_filename(plan: SubsetPlan, index: int) -> str:
+    return f"{plan.file_prefix}_{index:05d}.wav"
+
+
+def clip_rng(config: SynthConfig, plan: SubsetPlan, index: int) -> np.random.Generator:
+    return np.random.default_rng([config.seed, plan.rng_id, index])
+
+
+def _conflicts(events: list[Event], label: str, onset: float, offset: float, gap: float) -> bool:
+    return any(e.label == label and onset < e.offset + gap and offset > e.onset - gap for e in events)
+
+
+def render_clip(config: SynthConfig, subset: str, index: int, keep_stems: bool = False) -> RenderedClip:
+    """Render clip `index` of `subset`; pure function of (config, subset, index)."""
+    plan = SUBSETS_BY_NAME[subset]
+    rng = clip_rng(config, plan, index)
+    sr = config.sample_rate
+    n = int(round(config.clip_seconds * sr))
+    bg_gain = 10 ** (rng.uniform(config.background_dbfs_min, config.background_dbfs_max) / 20)
+    background = make_background(rng, n, sr) * bg_gain
+
+    forced = CLASSES[index] if index < len(CLASSES) else None
+    n_events = int(rng.integers(config.min_events, config.max_events + 1))
+    empty = plan.allow_empty and forced is None and rng.random() < config.empty_fraction
+    labels = [] if empty else [forced or CLASSES[rng.integers(len(CLASSES))]] + [
+        CLASSES[rng.integers(len(CLASSES))] for _ in range(n_events - 1)]
+
+    max_onset_ms = int((config.clip_seconds - config.min_visible_seconds) * 1000)
+    events: list[Event] = []
+    stems: list[np.ndarray] = []
+    mix = background.copy()
+    for label in labels:
+        source = make_source(label, rng, sr)
+        snr_db = float(rng.uniform(config.snr_db_min, config.snr_db_max))
+        for _ in range(20):
+            start = int(round(rng.integers(0, max_onset_ms + 1) / 1000 * sr))
+            placed = source[: n - start]
+            onset, offset = round(start / sr, 3), round((start + len(placed)) / sr, 3)
+            if not _conflicts(events, label, onset, offset, config.same_class_gap_seconds):
+                break
+        else:
+            continue  # no room left for another event of this class
+        scaled = placed * (bg_gain * 10 ** (snr_db / 20) / dsp.rms(placed))
+        mix[start:start + len(scaled)] += scaled
+        events.append(Event(label, onset, offset, round(snr_db, 2)))
+        if keep_stems:
+            stem = np.zeros(n)
+            stem[start:start + len(scaled)] = scaled
+            stems.append(stem)
+
+    peak = float(np.max(np.abs(mix)))
+    scale = 0.89 / peak if peak > 0.89 else 1.0  # headroom for 16-bit without clipping
+    order = sorted(range(len(events)), key=lambda i: (events[i].onset, events[i].label))
+    return RenderedClip(
+        audio=mix * scale,
+        events=[events[i] for i in order],
+        background=background * scale if keep_stems else None,
+        stems=[stems[i] * scale for i in order] if keep_stems else None,
+    )
+
+
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+
+
+def _render_and_write(job: tuple[SynthConfig, str, str, int]):
+    """Worker: render one clip, write it as 16-bit PCM, return its events and file facts."""
+    config, root, subset, index = job
+    plan = SUBSETS_BY_NAME[subset]
+    clip = render_clip(config, subset, index)
+    rel = f"{plan.audio_dir}/{clip_filename(plan, index)}"
+    path = Path(root) / rel
+    sf.write(path, to_pcm16(clip.audio), config.sample_rate, subtype="PCM_16", format="WAV")
+    return subset, index, clip.events, rel, {"size": path.stat().st_size, "sha256": manifest.sha256_file(path)}
+
+
+def identity(config: SynthConfig) -> dict:
+    """What a cached set must match to be reused."""
+    return {"task": "desed", "generator_version": GENERATOR_VERSION, "config": dataclasses.asdict(config)}
+
+
+def _write_tsv(path: Path, header: str, rows: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header] + rows) + "\n", encoding="utf-8")
+
+
+def _write_metadata(root: Path, config: SynthConfig, results: dict[str, list[list[Event]]]) -> list[str]:
+    written = []
+    for plan in SUBSETS:
+        clips = results.get(plan.name, [])
+        if not clips:
+            continue
+        names = [clip_filename(plan, i) for i in range(len(clips))]
+        if plan.strong_tsv:
+            rows = []
+            for name, events in zip(names, clips):
+                rows += [f"{name}\t{e.onset:.3f}\t{e.offset:.3f}\t{e.label}" for e in events] or [f"{name}\t\t\t"]
+            _write_tsv(root / plan.strong_tsv, "filename\tonset\toffset\tevent_label", rows)
+            written.append(plan.strong_tsv)
+        if plan.weak_tsv:
+            rows = [f"{name}\t{','.join(c for c in CLASSES if any(e.label == c for e in events))}"
+                    for name, events in zip(names, clips)]
+            _write_tsv(root / plan.weak_tsv, "filename\tevent_labels", rows)
+            written.append(plan.weak_tsv)
+        if plan.durations_tsv:
+            rows = [f"{name}\t{config.clip_seconds:.3f}" for name in names]
+            _write_tsv(root / plan.durations_tsv, "filename\tduration", rows)
+            written.append(plan.durations_tsv)
+    return written
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def generate(out_dir, config: SynthConfig = DEFAULT, progress: bool = True, workers: int | None = None) -> Path:
+    """Write the whole DESED layout under out_dir; the manifest goes last.
+
+    Same config → byte-identical files, whatever `workers` is. Workers are spawned (not
+    forked) so that a caller that has already started JAX threads is safe.
+    """
+    validate_config(config)
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    previous = manifest.read_manifest(root)
+    (root / manifest.MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until rewritten
+    for rel in (previous or {}).get("files", {}):  # a smaller set must not keep old clips
+        (root / rel).unlink(missing_ok=True)
+    jobs = []
+    for plan in SUBSETS:
+        size = getattr(config, plan.size_field)
+        if size:
+            (root / plan.audio_dir).mkdir(parents=True, exist_ok=True)
+        jobs += [(config, str(root), plan.name, i) for i in range(size)]
+
+    workers = default_workers() if workers is None else max(1, workers)
+    workers = min(workers, max(1, len(jobs) // 16))  # starting a worker costs ~16 clips' time
+    results: dict[str, list] = {p.name: [None] * getattr(config, p.size_field) for p in SUBSETS}
+    files: dict[str, dict] = {}
+    bar = tqdm(total=len(jobs), desc="synth desed", unit="clip", disable=not progress)
+    if workers == 1:
+        stream = map(_render_and_write, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        stream = pool.map(_render_and_write, jobs, chunksize=8)
+    try:
+        for subset, index, events, rel, info in stream:
+            results[subset][index] = events
+            files[rel] = info
+            bar.update()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown()
+
+    for rel in _write_metadata(root, config, results):
+        path = root / rel
+        files[rel] = {"size": path.stat().st_size, "sha256": manifest.sha256_file(path)}
+    manifest.write_manifest(root, identity(config), files)
+    return root

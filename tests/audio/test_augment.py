@@ -1,0 +1,177 @@
+"""Augmentations: checked on hand-worked cases and on the properties they promise."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxaudio.audio import augment as A
+from jaxaudio.errors import ConfigError
+
+KEY = jax.random.key(0)
+# Eager jax.random.beta dispatches many small ops; jit keeps the tests fast.
+mixup = jax.jit(A.mixup, static_argnames=("alpha", "beta", "prob"))
+mixup_params = jax.jit(A.mixup_params, static_argnums=(1, 2, 3, 4))
+filter_augment = jax.jit(A.filter_augment, static_argnames=(
+    "db_range", "n_bands", "min_bw", "mode", "units_per_db"))
+
+
+def runs(mask_row):
+    """Lengths of the True runs in a 1-D boolean array."""
+    padded = np.concatenate([[False], mask_row, [False]]).astype(int)
+    change = np.flatnonzero(np.diff(padded))
+    return change[1::2] - change[::2]
+
+
+# ----------------------------------------------------------------------------- masks
+
+@pytest.mark.parametrize("axis,fn", [(1, A.time_mask), (2, A.freq_mask)])
+def test_single_mask_is_one_span_within_max_width(axis, fn):
+    x = jnp.ones((64, 50, 40))
+    widths = []
+    for seed in range(5):
+        out = np.asarray(jax.jit(fn, static_argnums=2)(jax.random.key(seed), x, 12))
+        masked = out == 0
+        along = masked.all(axis=3 - axis)  # a masked time step is zero in every mel bin, etc.
+        expanded = along[:, :, None] if axis == 1 else along[:, None, :]
+        np.testing.assert_array_equal(masked, np.broadcast_to(expanded, masked.shape))
+        for row in along:
+            r = runs(row)
+            assert len(r) <= 1 and (r.sum() <= 12)
+            widths.append(int(r.sum()))
+    # Widths are uniform on {0..12}: every width occurs among 320 draws, and none above 12.
+    assert set(widths) == set(range(13))
+
+
+def test_several_masks_cover_at_most_num_masks_times_width():
+    x = jnp.ones((128, 100, 8))
+    out = np.asarray(jax.jit(A.time_mask, static_argnums=(2, 3))(KEY, x, max_width=10, num_masks=3))
+    covered = (out[:, :, 0] == 0).sum(axis=1)
+    assert covered.max() <= 30 and covered.max() > 10
+
+
+def test_mean_fill_uses_each_examples_mean():
+    x = jnp.arange(2 * 6 * 4, dtype=jnp.float32).reshape(2, 6, 4)
+    out = np.asarray(A.freq_mask(KEY, x, max_width=4, fill="mean"))
+    for b in range(2):
+        changed = out[b] != np.asarray(x[b])
+        assert np.all(out[b][changed] == np.asarray(x[b]).mean())
+
+
+# ----------------------------------------------------------------------------- mixup
+
+def test_mixup_is_the_convex_combination_for_every_label_array():
+    k = jax.random.key(3)
+    x = jax.random.normal(jax.random.key(1), (8, 20, 16))
+    frame_y = (jax.random.uniform(jax.random.key(2), (8, 5, 10)) > 0.5).astype(jnp.float32)
+    clip_y = frame_y.max(axis=1)
+    xm, fm, cm = mixup(k, x, frame_y, clip_y, alpha=0.2, beta=0.2)
+    lam, perm = mixup_params(k, 8, 0.2, 0.2)
+    lam, perm = float(lam), np.asarray(perm)
+    assert 0.0 <= lam <= 1.0 and sorted(perm) == list(range(8))
+    for got, a in [(xm, x), (fm, frame_y), (cm, clip_y)]:
+        a = np.asarray(a)
+        np.testing.assert_allclose(np.asarray(got), lam * a + (1 - lam) * a[perm], atol=1e-6)
+    assert np.all((np.asarray(fm) >= 0) & (np.asarray(fm) <= 1))
+
+
+def test_mixup_prob_zero_leaves_input_and_beta_mean_is_right():
+    x = jnp.ones((4, 3, 2)) * jnp.arange(4.0)[:, None, None]
+    (same,) = mixup(KEY, x, prob=0.0)
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(x))
+    lams = jax.jit(jax.vmap(lambda k: A.mixup_params(k, 4, 10.0, 0.5)[0]))(
+        jax.random.split(KEY, 4000))
+    # Beta(10, 0.5) has mean 10 / 10.5; standard error ~ 0.06 / sqrt(4000) ~ 1e-3.
+    assert abs(float(lams.mean()) - 10 / 10.5) < 5e-3
+
+
+# ----------------------------------------------------------------------------- frame shift
+
+def test_roll_time_hand_worked():
+    # 8 feature frames, 4 label frames (2 feature frames per label frame).
+    x = jnp.arange(8.0)[None, :, None].repeat(2, axis=0)  # x[b, t, 0] = t
+    y = jnp.eye(4)[None].repeat(2, axis=0)  # label frame j is class j
+    xs, ys = A.roll_time(x, y, jnp.array([3, -3]))
+    np.testing.assert_array_equal(np.asarray(xs)[0, :, 0], [5, 6, 7, 0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(np.asarray(xs)[1, :, 0], [3, 4, 5, 6, 7, 0, 1, 2])
+    # shift 3 -> floor(1.5) = 1 label frame; shift -3 -> floor(-1.5) = -2.
+    np.testing.assert_array_equal(np.asarray(ys)[0].argmax(-1), [3, 0, 1, 2])
+    np.testing.assert_array_equal(np.asarray(ys)[1].argmax(-1), [2, 3, 0, 1])
+
+
+def test_frame_shift_moves_labels_with_features():
+    batch, frames, pool = 64, 40, 4
+    x = jnp.broadcast_to(jnp.arange(frames, dtype=jnp.float32)[None, :, None], (batch, frames, 3))
+    y = jnp.broadcast_to(jnp.eye(frames // pool)[None], (batch, frames // pool, frames // pool))
+    xs, ys = jax.jit(A.frame_shift, static_argnums=3)(KEY, x, y, 6.0)
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    shifts = (-xs[:, 0, 0]) % frames  # where original frame 0 went, as a roll amount
+    shifts = np.where(shifts > frames // 2, shifts - frames, shifts).astype(int)
+    for b in range(batch):
+        np.testing.assert_array_equal(xs[b, :, 0], np.roll(np.arange(frames), shifts[b]))
+        expected = np.roll(np.eye(frames // pool), shifts[b] // pool, axis=0)
+        np.testing.assert_array_equal(ys[b], expected)
+    assert np.abs(shifts).max() > 0 and 3 < np.std(shifts) < 9  # ~ N(0, 6) truncated
+
+
+# ----------------------------------------------------------------------------- FilterAugment
+
+@pytest.mark.parametrize("seed", range(6))
+def test_filter_augment_step_on_zeros_is_band_constant_within_range(seed):
+    out = np.asarray(filter_augment(jax.random.key(seed), jnp.zeros((5, 7, 64)),
+                                      db_range=(-6, 6), n_bands=(3, 6), min_bw=6, mode="step"))
+    assert np.all(out == out[:, :1, :])  # the same gain in every time frame
+    curve = out[:, 0, :]
+    assert np.all((curve >= -6) & (curve <= 6))
+    # Bands are shared across the batch: the change points are the same for every example.
+    changes = [set(np.flatnonzero(np.diff(c))) for c in curve]
+    edges = set.union(*changes)
+    assert 2 <= len(edges) <= 4  # 3..5 bands -> 2..4 interior edges
+    bounds = [0] + sorted(e + 1 for e in edges) + [64]
+    assert min(np.diff(bounds)) >= 6
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        assert np.all(curve[:, lo:hi] == curve[:, lo:lo + 1])
+
+
+def test_filter_augment_linear_ramps_inside_range():
+    out = np.asarray(filter_augment(KEY, jnp.zeros((4, 2, 64)), db_range=(-4.5, 6),
+                                      mode="linear", units_per_db=1.0))
+    curve = out[:, 0, :]
+    assert np.all((curve >= -4.5 - 1e-5) & (curve <= 6 + 1e-5))
+    second = np.abs(np.diff(curve, n=2, axis=1))
+    # Piecewise linear: the second difference vanishes except near the few band edges.
+    assert np.mean(second < 1e-4) > 0.8
+
+
+def test_filter_augment_units_scale_the_gain():
+    x = jnp.zeros((2, 3, 32))
+    g_db = filter_augment(KEY, x)
+    g_ln = filter_augment(KEY, x, units_per_db=float(np.log(10) / 20 / 5))
+    np.testing.assert_allclose(np.asarray(g_ln), np.asarray(g_db) * np.log(10) / 100, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- keys
+
+@pytest.mark.parametrize("name", ["time", "freq", "mixup", "shift", "filter"])
+def test_same_key_same_output_different_key_different(name):
+    x = jax.random.normal(jax.random.key(9), (8, 30, 24))
+    y = jnp.ones((8, 10, 5)) * jnp.arange(8.0)[:, None, None]
+    fns = {
+        "time": lambda k: A.time_mask(k, x, 10),
+        "freq": lambda k: A.freq_mask(k, x, 10),
+        "mixup": lambda k: A.mixup(k, x, y)[0],
+        "shift": lambda k: A.frame_shift(k, x, y, 5.0)[0],
+        "filter": lambda k: A.filter_augment(k, x),
+    }
+    fn = jax.jit(fns[name])
+    a, b, c = fn(jax.random.key(1)), fn(jax.random.key(1)), fn(jax.random.key(2))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+def test_bad_arguments_name_the_parameter():
+    with pytest.raises(ConfigError, match="max_width"):
+        A.time_mask(KEY, jnp.zeros((1, 5, 5)), max_width=9)
+    with pytest.raises(ConfigError, match="mode"):
+        A.filter_augment(KEY, jnp.zeros((1, 5, 5)), mode="cubic")
+    with pytest.raises(ConfigError, match="fill"):
+        A.freq_mask(KEY, jnp.zeros((1, 5, 5)), 2, fill="noise")
