@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import sklearn
 from sklearn.mixture import GaussianMixture
@@ -102,7 +101,7 @@ def main() -> None:
     means0 = kmeans_plusplus_rows(jax.random.PRNGKey(args.seed), rows, args.components)
     # A few Lloyd steps balance the clusters, so no start covariance is singular.
     means0 = kmeans(x, args.components, init_centroids=means0, max_iter=args.lloyd_iters).centroids
-    start = jax.block_until_ready(G._initial_state_rows(rows, means0, args.reg_covar, None))
+    start = jax.block_until_ready(G.initial_state(x, means0, reg_covar=args.reg_covar, chunk_size=args.chunk))
     init_s = time.perf_counter() - t0
 
     compile_s, ours_t, ours_ll = time_ours(rows, start, args.iters, args.reg_covar)

@@ -29,6 +29,8 @@ def parse_args(argv):
     parser.add_argument("--data_dir", default=None, help="a DESED-layout folder; default: the built-in synthetic set")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--print_config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--export", nargs="?", const="float32,float16,int8_dynamic,int8", default=None,
+                        metavar="FORMATS", help="export the trained workdir to TFLite (needs the 'export' extra)")
     args, rest = parser.parse_known_args(argv)
     overrides = {}
     for item in rest:
@@ -39,6 +41,16 @@ def parse_args(argv):
             parser.error(f"override {item!r} needs a value: --config.{key}=VALUE")
         overrides[key] = value
     return args, overrides
+
+
+def save_run_config(workdir: str, name: str, preset: str, config) -> None:
+    """Record what ran, so export and evaluation can rebuild the model from the workdir alone."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"exp": name, "preset": preset, "config": json.loads(config.to_json())}, f, indent=2)
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -60,6 +72,13 @@ def main(argv=None) -> int:
             print(config)
             return 0
         workdir = args.workdir or os.path.join("workdirs", name)
+        if args.export:
+            from jaxaudio.export import export_workdir  # TensorFlow only when exporting
+
+            report = export_workdir(workdir, args.export)
+            print(json.dumps(report.get("report_paths", {}), indent=2))
+            return 0
+        save_run_config(workdir, name, args.preset, config)
         metrics = registry.load_runner(name).run(config, workdir)
     except Preempted as err:
         print(f"preempted: {err}; run the same command again to resume", file=sys.stderr)

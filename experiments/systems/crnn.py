@@ -40,6 +40,7 @@ def frontend_config(config) -> features.FrontEndConfig:
     if not isinstance(preset, features.FrontEndConfig):
         raise ConfigError(f"frontend.preset: unknown front end {config.frontend.preset!r} (e.g. DCASE_16K)")
     cfg = dataclasses.replace(preset, n_mels=config.frontend.n_mels, n_fft=config.frontend.n_fft,
+                              hop_length=config.frontend.hop_length,
                               win_length=min(preset.win_length, config.frontend.n_fft))
     if cfg.sample_rate != config.data.sample_rate:
         raise ConfigError(
@@ -51,9 +52,22 @@ def frontend_config(config) -> features.FrontEndConfig:
 
 def model_config(config) -> CRNNConfig:
     m = config.model
-    cnn = CNNConfig(channels=tuple(m.channels), pooling=tuple(tuple(p) for p in m.pooling), dropout=m.dropout)
+    cnn = CNNConfig(channels=tuple(m.channels), pooling=tuple(tuple(p) for p in m.pooling), dropout=m.dropout,
+                    activation=m.activation)
     return CRNNConfig(n_classes=len(DESED_CLASSES), cnn=cnn, rnn_hidden=m.rnn_hidden, rnn_layers=m.rnn_layers,
                       dropout=m.dropout)
+
+
+def lr_schedule_config(config) -> dict:
+    t = config.train
+    return {"kind": "warmup_exp_down", "warmup_steps": t.warmup_steps, "decay_start_step": t.steps // 2,
+            "exponent": -1.0}
+
+
+def make_tx(config):
+    """AdamW with warm-up then exponential decay over the second half, gradients clipped."""
+    t = config.train
+    return make_optimizer([], {"lr": t.lr, "schedule": lr_schedule_config(config)}, t.clip_norm, t.steps)
 
 
 def make_loss_fn(config, fe: features.FrontEndConfig, segments: list[tuple[int, int]]):
@@ -105,10 +119,8 @@ def run(config, workdir: str) -> dict:
 
     mesh = make_mesh(**config.mesh)
     t = config.train
-    schedule_cfg = {"kind": "warmup_exp_down", "warmup_steps": t.warmup_steps, "decay_start_step": t.steps // 2,
-                    "exponent": -1.0}
-    default_group = {"lr": t.lr, "schedule": schedule_cfg}
-    tx = make_optimizer([], default_group, t.clip_norm, t.steps)
+    schedule_cfg = lr_schedule_config(config)
+    tx = make_tx(config)
     key = jax.random.key(config.seed)
     graphdef, state, shardings = create_sharded_state(
         lambda: CRNN(mcfg, rngs=nnx.Rngs(config.seed)), tx, key, mesh, with_teacher=True)

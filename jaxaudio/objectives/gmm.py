@@ -22,7 +22,6 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from jaxaudio.errors import ConfigError

@@ -36,6 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxaudio.errors import CheckpointError
+from jaxaudio.train.sharding import path_parts
 from jaxaudio.train.state import TrainState
 
 _STATE = "state"
@@ -44,19 +45,7 @@ _EXTRA = "extra"
 
 def _path_names(path) -> tuple[str, ...]:
     """Turn a jax key path into plain string names usable as nested dict keys."""
-    names = []
-    for entry in path:
-        if isinstance(entry, jax.tree_util.DictKey):
-            names.append(str(entry.key))
-        elif isinstance(entry, jax.tree_util.GetAttrKey):
-            names.append(entry.name)
-        elif isinstance(entry, jax.tree_util.SequenceKey):
-            names.append(str(entry.idx))
-        elif isinstance(entry, jax.tree_util.FlattenedIndexKey):
-            names.append(str(entry.key))
-        else:
-            names.append(str(entry))
-    return tuple(names)
+    return tuple(path_parts(path))
 
 
 def _is_typed_key(leaf) -> bool:

@@ -37,18 +37,16 @@ DEFAULT_RULES: list[tuple[str, str]] = [
     (r"(^|/)mlp/fc_in/(kernel|bias)$", "tensor_out"),
     (r"(^|/)mlp/fc_out/kernel$", "tensor_in"),
     (r"(^|/)(norm[^/]*|bn[^/]*|batch_norm[^/]*)/[^/]+$", "replicate"),
+    # Recurrent weights are read at every time step: sharding them would gather them per step.
+    (r"(^|/)(w_hh|b_hh)$", "replicate"),
     (r".*", "fsdp"),
 ]
 
 KINDS = ("replicate", "fsdp", "tensor_in", "tensor_out")
 
 
-def path_to_str(path: tuple) -> str:
-    """``(DictKey('layers'), DictKey(0), ..., GetAttrKey('value'))`` -> ``'layers/0/...'``.
-
-    The trailing ``.value`` that NNX variables add is dropped so that rules see the
-    parameter's name, the same for params, optimizer moments and checkpoints.
-    """
+def path_parts(path: tuple) -> list[str]:
+    """A jax key path as plain strings: dict keys, attribute names and sequence indices."""
     parts = []
     for key in path:
         if isinstance(key, jax.tree_util.DictKey):
@@ -61,6 +59,16 @@ def path_to_str(path: tuple) -> str:
             parts.append(str(key.key))
         else:
             parts.append(str(key))
+    return parts
+
+
+def path_to_str(path: tuple) -> str:
+    """``(DictKey('layers'), DictKey(0), ..., GetAttrKey('value'))`` -> ``'layers/0/...'``.
+
+    The trailing ``.value`` that NNX variables add is dropped so that rules see the
+    parameter's name, the same for params, optimizer moments and checkpoints.
+    """
+    parts = path_parts(path)
     while parts and parts[-1] in ("value", "raw_value"):
         parts.pop()
     return "/".join(parts)

@@ -93,3 +93,14 @@ def _mediocre_scores(ts, events, classes, rng, gain, decimals):
     smooth = np.stack([np.convolve(logits[:, k], kernel, mode="same") for k in range(len(classes))], axis=1)
     probs = 1 / (1 + np.exp(-smooth))
     return np.round(probs, decimals) if decimals is not None else probs
+
+
+def hand_case():
+    """The hand-worked clip shared by the PSDS and F1 tests (their comments work it out)."""
+    # One 10 s clip with 1 s frames, two classes, unit_of_time="second" so eFPR = FPs / 10 s.
+    ts = np.arange(11.0)
+    scores = np.zeros((10, 2))
+    scores[:, 0] = [0, 0, 0.9, 0.8, 0.8, 0.9, 0, 0.6, 0, 0]
+    scores[:, 1] = [0.6, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.2]
+    gt = {"clip": [(2.0, 6.0, "a"), (7.0, 9.0, "b")]}
+    return {"clip": scores}, ts, gt, {"clip": 10.0}, ["a", "b"]

@@ -110,16 +110,6 @@ def test_system_that_detects_nothing_scores_zero():
     assert np.all(result.effective_tpr == 0.0)
 
 
-def _hand_case():
-    # One 10 s clip with 1 s frames, two classes, unit_of_time="second" so eFPR = FPs / 10 s.
-    ts = np.arange(11.0)
-    scores = np.zeros((10, 2))
-    scores[:, 0] = [0, 0, 0.9, 0.8, 0.8, 0.9, 0, 0.6, 0, 0]
-    scores[:, 1] = [0.6, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.2]
-    gt = {"clip": [(2.0, 6.0, "a"), (7.0, 9.0, "b")]}
-    return {"clip": scores}, ts, gt, {"clip": 10.0}, ["a", "b"]
-
-
 def test_hand_worked_case():
     # Class a (event [2, 6)), dtc = gtc = 0.7:
     #   s = 0.9: runs [2,3) and [5,6) lie inside the event but cover only 2/4 < 0.7 -> TP 0, FP 0
@@ -135,7 +125,7 @@ def test_hand_worked_case():
     # Effective curve with alpha_st = 1: eFPR 0: mean 0.5 - std 0.5 = 0; from 0.1: 1 - 0 = 1.
     # Area up to max_efpr 0.5: 1 * (0.5 - 0.1) = 0.4 -> PSDS = 0.4 / 0.5 = 0.8.
     # With alpha_st = 0: 0.5 * 0.1 + 1 * 0.4 = 0.45 -> PSDS = 0.9.
-    args = _hand_case()
+    args = random_sed.hand_case()
     params = dict(dtc_threshold=0.7, gtc_threshold=0.7, max_efpr=0.5, unit_of_time="second")
     result = psds(*args, alpha_st=1.0, **params)
     assert result.value == pytest.approx(0.8, abs=1e-12)
@@ -151,7 +141,7 @@ def test_hand_worked_case():
 
 
 def test_class_without_events_is_left_out_with_a_warning():
-    scores, ts, gt, durations, classes = _hand_case()
+    scores, ts, gt, durations, classes = random_sed.hand_case()
     scores = {"clip": np.concatenate([scores["clip"], np.full((10, 1), 0.3)], axis=1)}
     params = dict(dtc_threshold=0.7, gtc_threshold=0.7, max_efpr=0.5, unit_of_time="second")
     with pytest.warns(UserWarning, match="'c'"):
@@ -161,7 +151,7 @@ def test_class_without_events_is_left_out_with_a_warning():
 
 
 def test_bad_inputs_raise_errors_that_name_the_problem():
-    scores, ts, gt, durations, classes = _hand_case()
+    scores, ts, gt, durations, classes = random_sed.hand_case()
     with pytest.raises(ConfigError, match="cttc_threshold"):
         psds(scores, ts, gt, durations, classes, dtc_threshold=0.7, gtc_threshold=0.7, cttc_threshold=0.3)
     with pytest.raises(DataFormatError, match="ground_truth"):

@@ -66,16 +66,6 @@ def test_per_class_thresholds_match_sed_scores_eval():
         assert macro == pytest.approx(refs[metric]["macro_average"], abs=1e-9)
 
 
-def _hand_case():
-    # One 10 s clip, 1 s frames; class a has an event at [2, 6), class b at [7, 9).
-    ts = np.arange(11.0)
-    scores = np.zeros((10, 2))
-    scores[:, 0] = [0, 0, 0.9, 0.8, 0.8, 0.9, 0, 0.6, 0, 0]
-    scores[:, 1] = [0.6, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.2]
-    gt = {"clip": [(2.0, 6.0, "a"), (7.0, 9.0, "b")]}
-    return {"clip": scores}, ts, gt, {"clip": 10.0}, ["a", "b"]
-
-
 def test_hand_worked_case():
     # At threshold 0.5 (strictly greater): class a detects [2,6) and [7,8); class b detects
     # only [0,1) -- its frames at exactly 0.5 stay off.
@@ -83,7 +73,7 @@ def test_hand_worked_case():
     # Collar: the same matches -> a 2/3, b 0.
     # Segments (1 s = one frame): a detects 2,3,4,5,7 of active 2..5 -> P 4/5, R 1, F1 8/9;
     # b detects segment 0 only, active 7, 8 -> 0.
-    args = _hand_case()
+    args = random_sed.hand_case()
     macro, per_class = intersection_f1(*args)
     assert (per_class["a"]["tp"], per_class["a"]["fp"], per_class["b"]["fp"]) == (1, 1, 1)
     assert per_class["a"]["f1"] == pytest.approx(2 / 3) and macro == pytest.approx(1 / 3)
@@ -111,7 +101,7 @@ def test_collar_uses_a_maximum_one_to_one_matching():
 
 
 def test_no_detections_and_no_events():
-    scores, ts, gt, durations, classes = _hand_case()
+    scores, ts, gt, durations, classes = random_sed.hand_case()
     silent = {"clip": np.zeros((10, 2))}
     for metric in (intersection_f1, collar_f1, segment_f1):
         macro, per_class = metric(silent, ts, gt, durations, classes)

@@ -1,0 +1,113 @@
+"""Deployment report: size, ops, latency, peak memory and metric per variant, plus advice.
+
+Latency and memory are measured in a separate process (``measure.py``) that imports only the
+LiteRT runtime, so JAX/TensorFlow in this process do not inflate the memory figure; the
+runtime's own footprint is measured the same way with no model and reported as the baseline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from jaxaudio.errors import ExportError
+from jaxaudio.export.tflite import require_toolchain
+
+_MEASURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "measure.py")
+
+
+def model_facts(model_bytes: bytes) -> dict:
+    """Ops used (with counts), whether all are builtin, and how many run on int8 inputs."""
+    _, Interpreter = require_toolchain()
+    interpreter = Interpreter(model_content=model_bytes)
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    counts, int8_ops, total = {}, 0, 0
+    for op in interpreter._get_ops_details():  # the public API lists tensors, not ops
+        name = op["op_name"]
+        counts[name] = counts.get(name, 0) + 1
+        total += 1
+        inputs = [tensors[i] for i in op["inputs"] if i >= 0 and i in tensors]
+        if inputs and inputs[0]["dtype"] == np.int8:
+            int8_ops += 1
+    custom = sorted(name for name in counts if name.startswith("Flex") or name in ("CUSTOM", "DELEGATE"))
+    return {"size_bytes": len(model_bytes), "ops": dict(sorted(counts.items())), "op_count": total,
+            "int8_ops": int8_ops, "builtin_only": not custom, "non_builtin_ops": custom}
+
+
+def measure(path: str, threads: int, runs: int, warmup: int = 3) -> dict:
+    """Latency p50/p95 (ms) and peak RSS (MiB) of a child process running ``path`` ('-': none)."""
+    proc = subprocess.run([sys.executable, _MEASURE, path, str(threads), str(runs), str(warmup)],
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise ExportError(f"{path}: the measuring process failed: {proc.stderr.strip().splitlines()[-1:]}")
+    raw = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = {"threads": threads, "peak_rss_mib": raw["peak_rss_kb"] / 1024.0}
+    if "latency_ms" in raw:
+        lat = np.asarray(raw["latency_ms"])
+        out.update(p50_ms=float(np.percentile(lat, 50)), p95_ms=float(np.percentile(lat, 95)), runs=len(lat),
+                   first_run_ms=raw["first_run_seconds"] * 1e3, load_ms=raw["load_seconds"] * 1e3)
+    return out
+
+
+def recommend(variants: dict, metric: str, tolerance: float = 0.02, jax_value: float | None = None) -> str:
+    """Smallest variant whose metric is within ``tolerance`` of JAX; ties go to the faster one."""
+    if jax_value is not None and jax_value <= 0.0:
+        return (f"No recommendation: the JAX model itself scores {metric} = {jax_value:.4f} on these clips, so the "
+                "metric cannot tell the variants apart; train longer (or verify on more clips) first.")
+    ok = [(v["size_bytes"], v["latency"][0]["p50_ms"], fmt) for fmt, v in variants.items()
+          if v.get("verify") and v["verify"][f"{metric}_delta"] >= -tolerance]
+    if not ok:
+        return (f"No variant keeps {metric} within {tolerance} of the JAX model; ship float32 and investigate "
+                "before using a smaller one.")
+    size, p50, fmt = min(ok)
+    ref = variants.get("float32")
+    ratio = f", {size / ref['size_bytes']:.2f}x the float32 file" if ref else ""
+    delta = variants[fmt]["verify"][f"{metric}_delta"]
+    return (f"Ship {fmt}: the smallest variant ({size / 1e6:.2f} MB{ratio}) whose {metric} stays within "
+            f"{tolerance} of the JAX model ({delta:+.4f}); it runs in {p50:.1f} ms per clip (p50, 1 thread).")
+
+
+def _mb(n):
+    return f"{n / 1e6:.2f}"
+
+
+def to_markdown(report: dict) -> str:
+    m = report["metric"]
+    lines = [f"# Deployment report: {report['experiment']}", "",
+             f"Source: {report['source']}. Input: (1, {report['clip_samples']}) float32 at {report['sample_rate']} Hz; "
+             f"{report['params']:,} parameters. Verified on {report['verify_clips']} held-out clips.", "",
+             f"JAX {m}: {report['jax_metrics'][m]:.4f}. Runtime baseline (LiteRT, no model): "
+             f"{report['runtime_baseline_rss_mib']:.1f} MiB peak RSS.", ""]
+    threads = report["threads"]
+    head = ["variant", "size MB", "x float32", "ops (int8)", "builtin", "max |dp|", "mean |dp|", "frames agree",
+            m, f"d{m}"] + [f"p50/p95 ms @{t}t" for t in threads] + ["peak RSS MiB"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = report["variants"].get("float32", {}).get("size_bytes")
+    for fmt, v in report["variants"].items():
+        ver = v.get("verify", {})
+        row = [fmt, _mb(v["size_bytes"]), f"{v['size_bytes'] / base:.2f}" if base else "-",
+               f"{v['op_count']} ({v['int8_ops']})", "yes" if v["builtin_only"] else "NO",
+               f"{ver.get('max_abs', float('nan')):.2e}", f"{ver.get('strong_mean_abs', float('nan')):.2e}",
+               f"{ver.get('frame_agreement', float('nan')):.4f}", f"{ver.get('metrics', {}).get(m, float('nan')):.4f}",
+               f"{ver.get(f'{m}_delta', float('nan')):+.4f}"]
+        row += [f"{lat['p50_ms']:.1f} / {lat['p95_ms']:.1f}" for lat in v["latency"]]
+        row += [f"{max(lat['peak_rss_mib'] for lat in v['latency']):.1f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Ops per variant:", ""]
+    for fmt, v in report["variants"].items():
+        lines.append(f"- {fmt}: " + ", ".join(f"{k} x{n}" for k, n in v["ops"].items()))
+    lines += ["", f"**Recommendation.** {report['recommendation']}", ""]
+    return "\n".join(lines)
+
+
+def write(report: dict, out_dir: str) -> tuple[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    json_path, md_path = os.path.join(out_dir, "report.json"), os.path.join(out_dir, "report.md")
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    with open(md_path, "w") as f:
+        f.write(to_markdown(report))
+    return json_path, md_path

@@ -1,0 +1,177 @@
+"""JAX -> TFLite: jax2tf (StableHLO) -> tf.function -> TFLiteConverter, builtin ops only.
+
+Formats (fixed input (1, clip_samples) float32, float outputs in every variant):
+  float32       as trained.
+  float16       weights stored in float16, dequantized at load; compute stays float32.
+  int8_dynamic  dynamic-range: int8 weights, activations quantized on the fly per op.
+  int8          full integer with the front end kept in float: calibrated on the experiment's
+                training clips, then every op whose output tensor carries the front end's
+                ``jax.named_scope`` is denylisted from quantization (an int8 log-mel loses
+                the quiet bands that the dB scale is there to keep); DIV ops stay float
+                too (see ``FLOAT_OPS``).
+
+TensorFlow is imported only inside these functions, so ``jaxaudio.export`` imports without
+the ``export`` extra and tells the user what to install when it is missing.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Optional
+
+import numpy as np
+
+from jaxaudio.errors import ExportError
+from jaxaudio.export.model import InferenceModel
+
+FORMATS = ("float32", "float16", "int8_dynamic", "int8")
+
+
+def parse_formats(formats: str | Iterable[str]) -> list[str]:
+    """``"float32,int8"`` or a list -> validated list; an unknown name lists the known ones."""
+    names = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown or not names:
+        raise ExportError(f"--formats: unknown format(s) {unknown or names!r}; known formats: {', '.join(FORMATS)}")
+    return names
+
+
+def require_toolchain():
+    """(tensorflow, litert Interpreter), or an ExportError naming the extra to install."""
+    try:
+        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as err:
+        raise ExportError(f"TFLite export needs the 'export' extra ({err.name} is missing): "
+                          "pip install -e '.[export]'") from err
+    return tf, Interpreter
+
+
+def tf_function(model: InferenceModel):
+    """A concrete tf.function ``waveform (1, clip_samples) -> {strong, weak}`` with the
+    variables baked in as constants."""
+    tf, _ = require_toolchain()
+    from jax.experimental import jax2tf
+
+    def forward(waveform):
+        return model.fn(model.variables, waveform)
+
+    converted = jax2tf.convert(forward, with_gradient=False)
+    function = tf.function(converted, autograph=False, input_signature=[
+        tf.TensorSpec((1, model.clip_samples), tf.float32, name="waveform")])
+    try:
+        return function, function.get_concrete_function()
+    except Exception as err:  # jax2tf/StableHLO serialisation failed: name the primitive if we can
+        raise ExportError(f"{model.name}: jax2tf could not serialise the model: {_first_line(err)}") from err
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def unsupported_ops(message: str) -> list[str]:
+    """Op names the converter complains about, from its error text (MLIR diagnostics)."""
+    found = []
+    for pattern in (r"'([A-Za-z_][\w.]*)' op", r"\b(tf\.[A-Z]\w*)", r"\b(stablehlo\.[a-z_]+)", r"\b(chlo\.[a-z_]+)",
+                    r"custom_call_target\s*=\s*\"?([\w.]+)"):
+        for name in re.findall(pattern, message):
+            versioned = re.fullmatch(r"vhlo\.(\w+?)_v\d+", name)  # the serialised form of a StableHLO op
+            name = f"stablehlo.{versioned.group(1)}" if versioned else name
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def _convert(model: InferenceModel, converter, fmt: str) -> bytes:
+    try:
+        return converter.convert()
+    except Exception as err:
+        message = str(err)
+        ops = unsupported_ops(message)
+        detail = next((line.strip() for line in message.splitlines() if "error:" in line), _first_line(err))
+        what = f"unsupported op(s) {', '.join(ops)}" if ops else "conversion failed"
+        raise ExportError(f"{model.name} ({fmt}): {what}; TFLite builtin ops cannot express it. "
+                          f"Converter said: {detail}") from err
+
+
+def _converter(model: InferenceModel):
+    tf, _ = require_toolchain()
+    function, concrete = tf_function(model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], function)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex, no custom ops
+    return converter
+
+
+def scoped_tensor_names(model_bytes: bytes, scope: str) -> list[str]:
+    """Names of tensors produced under ``jax.named_scope(scope)``; fused ops join names by ';'."""
+    _, Interpreter = require_toolchain()
+    marker = f"/{scope}/"
+    names = []
+    for detail in Interpreter(model_content=model_bytes).get_tensor_details():
+        if any(marker in part for part in detail["name"].split(";")):
+            names.append(detail["name"])
+    return names
+
+
+def strip_names(model_bytes: bytes) -> bytes:
+    """Drop tensor and subgraph names: the unrolled recurrence names thousands of tensors,
+    about a third of a small model's file, and a device needs none of them."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    flat = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    flatbuffer_utils.strip_strings(flat)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(flat))
+
+
+# Ops kept in float in the int8 variant besides the front end: an int8 DIV fails at run time
+# ("data[i] != zero_point") as soon as a divisor (a softmax sum, a min-max range) rounds to zero.
+FLOAT_OPS = ("DIV",)
+
+
+def op_output_names(model_bytes: bytes, op_names: Iterable[str]) -> list[str]:
+    """Output tensor names of every op of the given kinds."""
+    _, Interpreter = require_toolchain()
+    interpreter = Interpreter(model_content=model_bytes)
+    tensors = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    return [tensors[i] for op in interpreter._get_ops_details() if op["op_name"] in op_names
+            for i in op["outputs"] if i in tensors]
+
+
+def convert(model: InferenceModel, fmt: str, calibration: Optional[np.ndarray] = None, *,
+            keep_names: bool = False) -> bytes:
+    """The ``.tflite`` bytes of ``model`` in ``fmt``; ``calibration`` (clips, samples) for int8."""
+    data = _convert_format(model, fmt, calibration)
+    return data if keep_names else strip_names(data)
+
+
+def _convert_format(model: InferenceModel, fmt: str, calibration: Optional[np.ndarray]) -> bytes:
+    tf, _ = require_toolchain()
+    (fmt,) = parse_formats([fmt])
+    converter = _converter(model)
+    if fmt == "float32":
+        return _convert(model, converter, fmt)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if fmt == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return _convert(model, converter, fmt)
+    if fmt == "int8_dynamic":
+        return _convert(model, converter, fmt)
+    if calibration is None or len(calibration) == 0:
+        raise ExportError(f"{model.name} (int8): full-integer export needs calibration clips and the experiment "
+                          "provides none (InferenceModel.calibration)")
+    clips = np.asarray(calibration, np.float32)
+    converter.representative_dataset = lambda: ([clip[None]] for clip in clips)
+    converter.experimental_new_quantizer = True
+    converter._experimental_calibrate_only = True  # quantize ourselves, with the front end denylisted
+    calibrated = _convert(model, converter, fmt)
+    keep_float = scoped_tensor_names(calibrated, model.frontend_scope)
+    front_end_found = bool(keep_float)
+    keep_float += op_output_names(calibrated, FLOAT_OPS)
+    if not front_end_found:
+        raise ExportError(f"{model.name} (int8): no tensor of the front end scope {model.frontend_scope!r} in the "
+                          "converted graph; wrap the front end in jax.named_scope so it can stay float")
+    from tensorflow.lite.python import convert as tflite_convert
+    try:
+        return tflite_convert.mlir_quantize(calibrated, denylisted_nodes=keep_float)
+    except Exception as err:
+        raise ExportError(f"{model.name} (int8): quantizing the calibrated model failed: {_first_line(err)}") from err
