@@ -2,7 +2,8 @@
 
 The parent sets JAXAUDIO_COORDINATOR, JAX_NUM_PROCESSES, JAX_PROCESS_ID and 4 CPU devices
 per process. This process joins the 8-device mesh, feeds only its own rows of every
-global batch, and writes what it read and the resulting losses/params to OUT_DIR.
+global batch, and writes what it read, the resulting losses/params, and a checkpoint
+written by both processes to OUT_DIR.
 """
 import json
 import sys
@@ -25,6 +26,14 @@ def main(out_dir: str) -> None:
     rank = jax.process_index()
     (out / f"process{rank}.json").write_text(json.dumps({"losses": result["losses"], "read": result["read"]}))
     np.savez(out / f"process{rank}_params.npz", **result["params"])
+
+    # Both processes write one checkpoint together; the parent restores it in one process.
+    from jaxaudio.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(out / "checkpoints", async_save=False)
+    ckpt.save(tt.TOTAL_STEPS, result["state"], force=True)
+    ckpt.wait()
+    ckpt.close()
     jax.distributed.shutdown()
 
 

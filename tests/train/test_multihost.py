@@ -87,3 +87,24 @@ def test_two_processes_match_one(tmp_path):
                 if path.endswith("attention/key/bias"):
                     continue  # zero exact gradient; see test_sharding_equivalence.GRADIENT_FREE
                 np.testing.assert_allclose(params[path], value, rtol=1e-5, atol=1e-6, err_msg=path)
+
+    # The checkpoint both processes wrote restores in this single process (8 local devices)
+    # onto a one-device layout, with the values the processes trained.
+    import jax
+    from jaxaudio.train.checkpoint import Checkpointer
+    from jaxaudio.train.sharding import path_to_str
+
+    target = reference["state"]
+    device = jax.devices()[0]
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(device)), target
+    )
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == tt.TOTAL_STEPS
+        restored, _ = ckpt.restore(abstract)
+    assert int(restored.step) == tt.TOTAL_STEPS
+    with np.load(tmp_path / "process0_params.npz") as params:
+        restored_params = jax.tree_util.tree_flatten_with_path(restored.params)[0]
+        assert sorted(path_to_str(p) for p, _ in restored_params) == sorted(params.files)
+        for path, leaf in restored_params:
+            np.testing.assert_array_equal(np.asarray(leaf), params[path_to_str(path)], err_msg=path_to_str(path))
