@@ -284,6 +284,10 @@ def train_loop(
 
             ranked_eval = eval_metrics is not None and config.best_metric in eval_metrics
             if step % config.checkpoint_every == 0 or ranked_eval:
+                # Log what this checkpoint covers first, so a crash right after it loses no line.
+                if pending is not None:
+                    flush(pending)
+                    pending = None
                 tracker.raise_if_bad()
                 ckpt.save(step, state, data_state=data_state_now(), metrics=eval_metrics)
             bar.update(1)

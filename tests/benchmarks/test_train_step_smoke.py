@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import jax
+
+from experiments.configs import load_config
 import numpy as np
 import pytest
 
@@ -46,9 +48,11 @@ def test_fit_counts_makes_the_batch_divisible_by_the_shards():
 def test_crnn_tiny_step_lowers_with_the_system_wiring():
     """Tracing and lowering (no compile) catch drift in experiments/systems/crnn.py's wiring."""
     case = bench.crnn_case("tiny", batch_scale=0.25, clip_seconds=1.0)
-    assert case.examples == 2 + 1 + 2 and case.with_teacher
-    assert case.batch["has_strong"].tolist() == [True, True, False, False, False]
-    assert case.batch["has_weak"].tolist() == [False, False, True, False, False]
+    b = load_config("crnn", "tiny").batch
+    strong, weak, unlabeled = (max(1, round(n * 0.25)) for n in (b.strong, b.weak, b.unlabeled))
+    assert case.examples == strong + weak + unlabeled and case.with_teacher
+    assert case.batch["has_strong"].tolist() == [True] * strong + [False] * (weak + unlabeled)
+    assert case.batch["has_weak"].tolist() == [False] * strong + [True] * weak + [False] * unlabeled
     mesh = make_mesh(devices=jax.devices()[:1])
     graphdef, abstract = bench.abstract_train_state(case)
     shardings = state_shardings(abstract, mesh)

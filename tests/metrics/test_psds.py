@@ -1,7 +1,5 @@
 """PSDS against sed_scores_eval (exact, threshold-free), closed forms and a hand-worked case."""
-import importlib.util
 import pathlib
-import sys
 import time
 
 import numpy as np
@@ -14,17 +12,7 @@ from jaxaudio.metrics.psds import score_runs
 from jaxaudio.metrics.sed import plot_psd_roc, psds, psds1, psds2
 
 
-def _load_sibling(name):
-    # A `tests` package in site-packages shadows ours, so load the helper by path.
-    key = f"_jaxaudio_tests_metrics_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, pathlib.Path(__file__).with_name(f"{name}.py"))
-        sys.modules[key] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[key])
-    return sys.modules[key]
-
-
-random_sed = _load_sibling("random_sed")
+import random_sed  # noqa: E402  (on the path via conftest.py)
 
 SCENARIO_1 = dict(dtc_threshold=0.7, gtc_threshold=0.7, alpha_ct=0.0, alpha_st=1.0, max_efpr=100.0)
 SCENARIO_2 = dict(dtc_threshold=0.1, gtc_threshold=0.1, cttc_threshold=0.3, alpha_ct=0.5, alpha_st=1.0,

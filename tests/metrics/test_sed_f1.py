@@ -1,7 +1,4 @@
 """Intersection, collar and segment F1 against sed_scores_eval and hand-worked cases."""
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -11,17 +8,7 @@ from sed_scores_eval.base_modules.scores import create_score_dataframe
 from jaxaudio.metrics.sed import collar_f1, intersection_f1, segment_f1
 
 
-def _load_sibling(name):
-    # A `tests` package in site-packages shadows ours, so load the helper by path.
-    key = f"_jaxaudio_tests_metrics_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, pathlib.Path(__file__).with_name(f"{name}.py"))
-        sys.modules[key] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[key])
-    return sys.modules[key]
-
-
-random_sed = _load_sibling("random_sed")
+import random_sed  # noqa: E402  (on the path via conftest.py)
 RANDOM_SETS = [(0, {}), (1, dict(decimals=2)), (2, dict(variable_length=True))]
 
 
