@@ -33,7 +33,6 @@ split state as the CRNN's does.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +42,7 @@ from jaxaudio.errors import ConfigError
 from jaxaudio.nn.cnn import CNN, PMAM_CNN, CNNConfig, as_rngs, torch_uniform
 from jaxaudio.nn.masking import ReplacementPlan, apply_replacement, token_only_plan
 from jaxaudio.nn.pooling import AttentionPool, linear_softmax_pooling
-from jaxaudio.nn.relpos import ContextNetwork, sinusoidal_relative_table
+from jaxaudio.nn.relpos import ContextNetwork
 from jaxaudio.nn.vit import NUM_PREFIX_TOKENS, PASST_S_LORA, ViT, ViTConfig, frequency_pool, interpolate_time
 from jaxaudio.nn.vit import TINY as VIT_TINY
 
@@ -277,12 +276,7 @@ class PMAM(nnx.Module):
             raise ConfigError(f"context layer={layer}; expected 0..{self.cfg.context_layers - 1}")
         rngs = as_rngs(rngs)
         x = self.encode(mel, train=train, rngs=rngs)["fused"]
-        # Same steps as ContextNetwork.__call__, stopping after block ``layer``.
-        table = sinusoidal_relative_table(x.shape[1], self.context.dim, x.dtype)
-        x = x * math.sqrt(self.context.dim)
-        for block in list(self.context.blocks)[: layer + 1]:
-            x = block(x, table, train=train, rngs=rngs)
-        return x
+        return self.context(x, train=train, rngs=rngs, stop_after=layer)
 
     def gmm_features(self, mel: jax.Array, feature_layer: str = "after_interpolate") -> jax.Array:
         """Frame features for prototype fitting, by the reference's layer names (eval mode).

@@ -196,10 +196,13 @@ class ContextNetwork(nnx.Module):
         ])
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, attn_mask: jax.Array | None = None,
-                 *, train: bool = False, rngs=None) -> jax.Array:
+                 *, train: bool = False, rngs=None, stop_after: int | None = None) -> jax.Array:
+        """``stop_after=i`` returns the output of block ``i`` (0-based): features of an
+        intermediate layer, e.g. for fitting prototypes on ``transformer_i``."""
         rngs = as_rngs(rngs)
         table = sinusoidal_relative_table(x.shape[1], self.dim, x.dtype)
         x = x * math.sqrt(self.dim)
-        for block in self.blocks:
+        blocks = list(self.blocks) if stop_after is None else list(self.blocks)[: stop_after + 1]
+        for block in blocks:
             x = block(x, table, mask, attn_mask, train=train, rngs=rngs)
         return x

@@ -169,6 +169,15 @@ def test_context_network_scales_input_and_jits():
     assert got.shape == (2, 7, 8)
 
 
+def test_context_network_stop_after_returns_that_block():
+    net = ContextNetwork(n_layers=3, dim=8, num_heads=2, rngs=nnx.Rngs(key(14)))
+    x = jax.random.normal(key(15), (2, 5, 8))
+    table = sinusoidal_relative_table(5, 8)
+    first = net.blocks[0](x * math.sqrt(8), table)
+    np.testing.assert_allclose(np.asarray(net(x, stop_after=0)), np.asarray(first), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(net(x, stop_after=2)), np.asarray(net(x)))
+
+
 def test_context_network_dropout_needs_key_only_in_training():
     net = ContextNetwork(n_layers=1, dim=8, num_heads=2, dropout=0.5, attention_dropout=0.5,
                          rngs=nnx.Rngs(key(11)))
