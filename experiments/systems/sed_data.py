@@ -36,15 +36,15 @@ def data_root(data_cfg) -> str:
     return str(ensure_dataset(data_cfg.synth_dir, synth, progress=jax.process_index() == 0))
 
 
-def subset_spec(data_cfg, name: str):
-    """The layout entry for one subset; its folders can be overridden by ``data.layout``."""
+def subset_spec(name: str):
+    """The DESED layout entry (folders and tsv files) of one subset, by its config name."""
     if name not in DEFAULT_LAYOUT:
         raise ConfigError(f"data: unknown subset {name!r}; subsets: {', '.join(DEFAULT_LAYOUT)}")
     return DEFAULT_LAYOUT[name]
 
 
 def clip_source(root: str, data_cfg, name: str, encoder: FrameLabelEncoder) -> ClipSource:
-    records = load_subset(root, subset_spec(data_cfg, name), DESED_CLASSES)
+    records = load_subset(root, subset_spec(name), DESED_CLASSES)
     if not records:
         raise ConfigError(f"data: subset {name!r} under {root} holds no clips")
     clip_samples = int(round(data_cfg.clip_seconds * data_cfg.sample_rate))
