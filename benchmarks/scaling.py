@@ -7,6 +7,7 @@ same strategy on the fewest devices, from the same run). Compile time is reporte
 
     python benchmarks/scaling.py --exp crnn --simulate 8          # CPU: 8 simulated devices
     python benchmarks/scaling.py --exp vit --strategies dp,fsdp,dp_fsdp,tp --simulate 8
+    python benchmarks/scaling.py --exp pmam --simulate 8 --fast-compile   # PMAM pre-training step
     python benchmarks/scaling.py --exp crnn                       # on a TPU/GPU host: also timed
 
 Writes benchmarks/results/scaling_<exp>_<preset>.{json,md,png} and *_collectives.png.

@@ -45,12 +45,11 @@ def parse_args(argv):
 
 def save_run_config(workdir: str, name: str, preset: str, config) -> None:
     """Record what ran, so export and evaluation can rebuild the model from the workdir alone."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"exp": name, "preset": preset, "config": json.loads(config.to_json())}, f, indent=2)
-    os.replace(tmp, path)
+    from jaxaudio.io import paths  # local folder or gs:// workdir
+
+    paths.makedirs(workdir)
+    record = {"exp": name, "preset": preset, "config": json.loads(config.to_json())}
+    paths.write_text_atomic(paths.join(workdir, "config.json"), json.dumps(record, indent=2))
 
 
 def main(argv=None) -> int:

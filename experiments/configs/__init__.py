@@ -45,4 +45,6 @@ def load_runner(name: str) -> ModuleType:
 
 register("crnn", "experiments.configs.crnn", "experiments.systems.crnn",
          "DCASE task-4 CRNN baseline, mean teacher, PSDS evaluation")
-DEFAULT_EXPERIMENT = "crnn"
+register("pmam", "experiments.configs.pmam", "experiments.systems.pmam",
+         "PMAM: GMM prototypes + masked audio model pre-training, mean-teacher fine-tuning, PSDS")
+DEFAULT_EXPERIMENT = "pmam"

@@ -10,6 +10,8 @@ EMA 0.999 and a consistency weight ramped up over the first 50 epochs.
 """
 import ml_collections
 
+from experiments.configs.desed_data import desed_data
+
 PRESETS = ("tiny", "paper")
 
 
@@ -17,18 +19,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
 
-    c.data = ml_collections.ConfigDict()
-    c.data.data_dir = ""              # empty: the built-in synthetic set under synth_dir
-    c.data.synth_dir = "data/desed_synth"
-    c.data.synth_preset = "default"
-    c.data.sample_rate = 16000
-    c.data.clip_seconds = 10.0
-    c.data.train_strong = "synthetic_train"
-    c.data.train_weak = "weak"
-    c.data.train_unlabeled = "unlabeled"
-    c.data.validation = "validation"
-    c.data.test = "eval"
-    c.data.cache_audio = True
+    c.data = desed_data(16000)
 
     c.frontend = ml_collections.ConfigDict()
     c.frontend.preset = "DCASE_16K"

@@ -9,12 +9,11 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from experiments.systems import sed_data, sed_eval
-from jaxaudio.audio import augment, features
+from experiments.systems import sed_augment, sed_data, sed_eval
+from jaxaudio.audio import features
 from jaxaudio.data.desed import DESED_CLASSES
 from jaxaudio.data.labels import FrameLabelEncoder
 from jaxaudio.errors import ConfigError
@@ -74,20 +73,8 @@ def make_loss_fn(config, fe: features.FrontEndConfig, segments: list[tuple[int, 
     """Mean-teacher loss with the augmentations of the DCASE baseline, all inside the step."""
     t = config.train
 
-    def augment_batch(key, feats, strong, weak):
-        k_shift, k_mix, k_filter = jax.random.split(key, 3)
-        if t.frame_shift_sigma > 0:
-            feats, strong = augment.frame_shift(k_shift, feats, strong, t.frame_shift_sigma)
-        if t.mixup_prob > 0:
-            # Mix within each source segment so labelled and unlabelled rows never blend.
-            parts = []
-            for i, (start, stop) in enumerate(segments):
-                parts.append(augment.mixup(jax.random.fold_in(k_mix, i), feats[start:stop], strong[start:stop],
-                                           weak[start:stop], prob=t.mixup_prob))
-            feats, strong, weak = (jnp.concatenate(p, axis=0) for p in zip(*parts))
-        if t.filter_augment:
-            feats = augment.filter_augment(k_filter, feats)
-        return feats, strong, weak
+    augment_batch = sed_augment.make_augment(segments, frame_shift_sigma=t.frame_shift_sigma,
+                                             mixup_prob=t.mixup_prob, filter_augment=t.filter_augment)
 
     def loss_fn(model, batch, rng, teacher, step):
         k_aug, k_student, k_teacher = jax.random.split(rng, 3)
@@ -114,8 +101,7 @@ def run(config, workdir: str) -> dict:
 
     root = sed_data.data_root(config.data)
     batches = sed_data.train_batches(root, config.data, config.batch, encoder, config.seed)
-    counts = [c for c in (config.batch.strong, config.batch.weak, config.batch.unlabeled) if c > 0]
-    segments = [(sum(counts[:i]), sum(counts[:i + 1])) for i in range(len(counts))]
+    segments = sed_augment.batch_segments((config.batch.strong, config.batch.weak, config.batch.unlabeled))
 
     mesh = make_mesh(**config.mesh)
     t = config.train

@@ -1,9 +1,14 @@
 """The CRNN's inference hook for export: waveform -> log-mel -> CRNN (teacher weights).
 
 ``inference_model(config, workdir)`` rebuilds the model from the run's config, restores the
-latest checkpoint of ``workdir`` and returns a ``jaxaudio.export.InferenceModel``. The GRU is
-unrolled (``CRNNConfig(unroll_rnn=True)``): same numbers, but no while-loop in the exported
-graph, which full-integer calibration cannot handle.
+latest checkpoint of ``workdir`` and returns a ``jaxaudio.export.InferenceModel``.
+
+Export-only choices, same numbers as the trained model (``tests/export/test_tflite.py``):
+- the GRU runs its export loop (``CRNNConfig(export_rnn=True)``): one builtin WHILE per layer.
+  Unrolled, its ~22 ops per frame (3,500 in all) cost more file than the int8 weights; the
+  converter calibrates and quantizes the loop body like any other subgraph.
+- the per-example min-max scaling runs in the front end's name scope, so the int8 variant
+  keeps it in float with the log-mel (quantizing dB values before scaling rounds them twice).
 """
 from __future__ import annotations
 
@@ -11,19 +16,20 @@ import dataclasses
 import os
 
 import jax
-import numpy as np
 from flax import nnx
 
-from experiments.systems import sed_data, sed_eval
+from experiments.systems import sed_export
 from experiments.systems.crnn import frontend_config, make_tx, model_config
 from jaxaudio.export import frontend as export_frontend
 from jaxaudio.data.desed import DESED_CLASSES
 from jaxaudio.data.labels import FrameLabelEncoder
 from jaxaudio.errors import CheckpointError
-from jaxaudio.export.model import HeldOut, InferenceModel
-from jaxaudio.models.crnn import CRNN
+from jaxaudio.export.model import InferenceModel
+from jaxaudio.models.crnn import CRNN, instance_scale
 from jaxaudio.train.checkpoint import Checkpointer
 from jaxaudio.train.state import create_train_state, split_model
+
+FRONTEND_SCOPE = "frontend"  # the scope export_frontend.log_mel runs in
 
 
 def restore_teacher(config, workdir: str):
@@ -55,36 +61,25 @@ def restore_teacher(config, workdir: str):
 
 def inference_model(config, workdir: str) -> InferenceModel:
     fe = frontend_config(config)
-    mcfg = dataclasses.replace(model_config(config), unroll_rnn=True)
+    trained = model_config(config)
+    # The model's per-example scaling runs here, inside the front end's scope, so that the int8
+    # variant keeps it in float: quantizing the dB log-mel before min-max scaling rounds it twice.
+    mcfg = dataclasses.replace(trained, input_norm="none", export_rnn=True)
     teacher, step = restore_teacher(config, workdir)
     graphdef, _, _ = split_model(nnx.eval_shape(lambda: CRNN(mcfg, rngs=nnx.Rngs(0))))
 
     def fn(variables, waveform):
         """waveform (batch, samples) -> strong (batch, frames, classes), weak (batch, classes)."""
         model = nnx.merge(graphdef, variables["params"], variables["model_state"])
-        return model(export_frontend.log_mel(waveform, fe), train=False)
+        feats = export_frontend.log_mel(waveform, fe)
+        with jax.named_scope(FRONTEND_SCOPE):
+            feats = instance_scale(feats, trained.input_norm, trained.norm_eps)
+        return model(feats, train=False)
 
     clip_samples = int(round(config.data.clip_seconds * config.data.sample_rate))
     n_out = mcfg.cnn.output_frames(fe.num_frames(clip_samples))
     encoder = FrameLabelEncoder(DESED_CLASSES, config.data.clip_seconds, n_out)
 
-    def calibration(n: int) -> np.ndarray:
-        source = sed_data.clip_source(sed_data.data_root(config.data), config.data, config.data.train_strong,
-                                      encoder)
-        picks = np.linspace(0, len(source) - 1, num=min(n, len(source))).round().astype(int)
-        return np.stack([source[int(i)]["audio"] for i in picks]).astype(np.float32)
-
-    def held_out(max_clips: int) -> HeldOut:
-        source = sed_data.clip_source(sed_data.data_root(config.data), config.data, config.data.validation,
-                                      encoder)
-        count = len(source) if max_clips <= 0 else min(max_clips, len(source))
-        waves = np.stack([source[i]["audio"] for i in range(count)]).astype(np.float32)
-        ids = tuple(source.records[i].clip_id for i in range(count))
-
-        def score(scores: dict[str, np.ndarray]) -> dict[str, float]:
-            return sed_eval.sed_metrics(scores, source, config.eval.median_window)
-
-        return HeldOut(waves, ids, score)
 
     return InferenceModel(
         name="crnn",
@@ -94,9 +89,9 @@ def inference_model(config, workdir: str) -> InferenceModel:
         clip_samples=clip_samples,
         class_names=tuple(DESED_CLASSES),
         frame_timestamps=encoder.timestamps(),
-        calibration=calibration,
-        held_out=held_out,
-        frontend_scope="frontend",
+        calibration=sed_export.calibration_fn(config, encoder),
+        held_out=sed_export.held_out_fn(config, encoder),
+        frontend_scope=FRONTEND_SCOPE,
         metric="psds1",
         source=f"{os.path.abspath(workdir)} (teacher, step {step})",
     )

@@ -20,7 +20,13 @@ from jaxaudio.train.log import get_logger
 
 
 def data_root(data_cfg) -> str:
-    """The user's DESED folder, or the built-in synthetic set (generated on first use)."""
+    """The user's DESED folder, or the built-in synthetic set (generated on first use).
+
+    With ``data.prepared_dir`` (ArrayRecord shards from ``python -m jaxaudio.data.prepare``)
+    the clips come from there and this is that folder.
+    """
+    if data_cfg.get("prepared_dir"):
+        return data_cfg.prepared_dir
     if data_cfg.data_dir:
         if not os.path.isdir(data_cfg.data_dir):
             raise ConfigError(f"data.data_dir (--data_dir): {data_cfg.data_dir!r} is not a folder")
@@ -44,10 +50,15 @@ def subset_spec(name: str):
 
 
 def clip_source(root: str, data_cfg, name: str, encoder: FrameLabelEncoder) -> ClipSource:
+    clip_samples = int(round(data_cfg.clip_seconds * data_cfg.sample_rate))
+    if data_cfg.get("prepared_dir"):
+        from jaxaudio.data.arrayrecord import PreparedClipSource, prepared_path  # needs the "data" extra
+
+        return PreparedClipSource(prepared_path(data_cfg.prepared_dir, data_cfg.sample_rate, clip_samples), name,
+                                  encoder)
     records = load_subset(root, subset_spec(name), DESED_CLASSES)
     if not records:
         raise ConfigError(f"data: subset {name!r} under {root} holds no clips")
-    clip_samples = int(round(data_cfg.clip_seconds * data_cfg.sample_rate))
     return ClipSource(records, data_cfg.sample_rate, clip_samples, encoder, cache=data_cfg.cache_audio)
 
 
@@ -58,5 +69,9 @@ def train_batches(root: str, data_cfg, batch_cfg, encoder: FrameLabelEncoder, se
         (clip_source(root, data_cfg, data_cfg.train_weak, encoder), batch_cfg.weak),
         (clip_source(root, data_cfg, data_cfg.train_unlabeled, encoder), batch_cfg.unlabeled),
     ]
-    parts = [(source, count) for source, count in parts if count > 0]
+    return mixed([(source, count) for source, count in parts if count > 0], seed)
+
+
+def mixed(parts, seed: int):
+    """``mixed_batches`` over (source, count) pairs, this process's shard of every batch."""
     return mixed_batches(parts, seed=seed, shard_index=jax.process_index(), shard_count=jax.process_count())

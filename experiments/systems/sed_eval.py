@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import numpy as np
@@ -54,10 +53,9 @@ def sed_metrics(scores: dict, source: ClipSource, median_window: int, *, plot_pa
 
 
 def write_json(path: str, values: dict) -> None:
-    """Write atomically (tmp + rename) from process 0 only."""
+    """Write atomically (local: tmp + rename; gs://: one upload) from process 0 only."""
+    from jaxaudio.io import paths
+
     if jax.process_index() != 0:
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    paths.write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True))

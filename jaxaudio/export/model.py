@@ -39,7 +39,10 @@ class InferenceModel:
     calibration: ``n -> (n, samples)`` float32 waveforms from the experiment's training data,
       for full-integer calibration; None if the experiment has none.
     held_out: ``max_clips (0 = all) -> HeldOut`` from the validation data; None if none.
-    frontend_scope: the ``jax.named_scope`` of the front-end ops, kept in float by ``int8``.
+    frontend_scope: the ``jax.named_scope`` of the front-end ops, kept in float by ``int8``
+      together with every op upstream of them.
+    float_scopes: further named scopes whose own ops ``int8`` keeps in float (their inputs are
+      not pulled along), e.g. ``nn.activations.EXACT_GELU_SCOPE``.
     metric: the key of ``HeldOut.score`` that the report compares across variants.
     source: where the variables came from (workdir and step), for the report.
     """
@@ -54,6 +57,7 @@ class InferenceModel:
     calibration: Optional[Callable[[int], np.ndarray]] = None
     held_out: Optional[Callable[[int], HeldOut]] = None
     frontend_scope: str = "frontend"
+    float_scopes: tuple[str, ...] = ()
     metric: str = "psds1"
     source: str = ""
 

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from jaxaudio.errors import ExportError
+from jaxaudio.io import paths
 from jaxaudio.export.tflite import require_toolchain
 
 _MEASURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "measure.py")
@@ -34,7 +35,17 @@ def model_facts(model_bytes: bytes) -> dict:
             int8_ops += 1
     custom = sorted(name for name in counts if name.startswith("Flex") or name in ("CUSTOM", "DELEGATE"))
     return {"size_bytes": len(model_bytes), "ops": dict(sorted(counts.items())), "op_count": total,
-            "int8_ops": int8_ops, "builtin_only": not custom, "non_builtin_ops": custom}
+            "int8_ops": int8_ops, "loop_body_ops": _loop_body_ops(model_bytes), "builtin_only": not custom,
+            "non_builtin_ops": custom}
+
+
+def _loop_body_ops(model_bytes: bytes) -> int:
+    """Ops in subgraphs other than the main one (WHILE conditions and bodies), which the
+    interpreter's op list leaves out."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    flat = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    return sum(len(graph.operators or []) for graph in flat.subgraphs[1:])
 
 
 def measure(path: str, threads: int, runs: int, warmup: int = 3) -> dict:
@@ -98,7 +109,8 @@ def to_markdown(report: dict) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Ops per variant:", ""]
     for fmt, v in report["variants"].items():
-        lines.append(f"- {fmt}: " + ", ".join(f"{k} x{n}" for k, n in v["ops"].items()))
+        body = f" (+{v['loop_body_ops']} ops in loop bodies, run once per step)" if v.get("loop_body_ops") else ""
+        lines.append(f"- {fmt}: " + ", ".join(f"{k} x{n}" for k, n in v["ops"].items()) + body)
     lines += ["", f"**Recommendation.** {report['recommendation']}", ""]
     return "\n".join(lines)
 
@@ -106,8 +118,8 @@ def to_markdown(report: dict) -> str:
 def write(report: dict, out_dir: str) -> tuple[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     json_path, md_path = os.path.join(out_dir, "report.json"), os.path.join(out_dir, "report.md")
-    with open(json_path, "w") as f:
+    with paths.open_atomic(json_path) as f:
         json.dump(report, f, indent=2, default=float)
-    with open(md_path, "w") as f:
+    with paths.open_atomic(md_path) as f:
         f.write(to_markdown(report))
     return json_path, md_path

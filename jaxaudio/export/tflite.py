@@ -6,9 +6,10 @@ Formats (fixed input (1, clip_samples) float32, float outputs in every variant):
   int8_dynamic  dynamic-range: int8 weights, activations quantized on the fly per op.
   int8          full integer with the front end kept in float: calibrated on the experiment's
                 training clips, then every op whose output tensor carries the front end's
-                ``jax.named_scope`` is denylisted from quantization (an int8 log-mel loses
-                the quiet bands that the dB scale is there to keep); DIV ops stay float
-                too (see ``FLOAT_OPS``).
+                ``jax.named_scope``, and every op upstream of one, is denylisted from
+                quantization (an int8 waveform or log-mel loses the quiet clips and bands
+                that the dB scale is there to keep); DIV ops stay float too (``FLOAT_OPS``).
+                Loops (WHILE) are calibrated and quantized like the main graph.
 
 TensorFlow is imported only inside these functions, so ``jaxaudio.export`` imports without
 the ``export`` extra and tells the user what to install when it is missing.
@@ -82,6 +83,17 @@ def unsupported_ops(message: str) -> list[str]:
     return found
 
 
+# Why common unconvertible ops fail, and what to do instead.
+OP_HINTS = {
+    "stablehlo.fft": "TFLite has no builtin FFT (and no complex tensors); compute the DFT as a real "
+                     "matmul, as jaxaudio.export.frontend does",
+    "stablehlo.custom_call": "a call into a host library (LAPACK linalg, a Pallas kernel, ...) has no "
+                             "TFLite equivalent; use plain jnp/lax ops on the inference path",
+    "stablehlo.rng_bit_generator": "random numbers at inference time (dropout left on?); run the model "
+                                   "with train=False",
+}
+
+
 def _convert(model: InferenceModel, converter, fmt: str) -> bytes:
     try:
         return converter.convert()
@@ -90,8 +102,9 @@ def _convert(model: InferenceModel, converter, fmt: str) -> bytes:
         ops = unsupported_ops(message)
         detail = next((line.strip() for line in message.splitlines() if "error:" in line), _first_line(err))
         what = f"unsupported op(s) {', '.join(ops)}" if ops else "conversion failed"
-        raise ExportError(f"{model.name} ({fmt}): {what}; TFLite builtin ops cannot express it. "
-                          f"Converter said: {detail}") from err
+        why = "; ".join(f"{op}: {OP_HINTS[op]}" for op in ops if op in OP_HINTS)
+        raise ExportError(f"{model.name} ({fmt}): {what}; TFLite builtin ops cannot express it"
+                          f"{' (' + why + ')' if why else ''}. Converter said: {detail}") from err
 
 
 def _converter(model: InferenceModel):
@@ -111,6 +124,31 @@ def scoped_tensor_names(model_bytes: bytes, scope: str) -> list[str]:
         if any(marker in part for part in detail["name"].split(";")):
             names.append(detail["name"])
     return names
+
+
+def front_end_tensor_names(model_bytes: bytes, scope: str) -> list[str]:
+    """Tensors of the front end: those named under ``scope`` and every tensor they are computed from.
+
+    Why the ancestors: ops that jnp implements as jitted helpers (``jnp.pad``, ``jnp.clip``) lose the
+    enclosing name scope in the converted graph, so the reflect padding of the waveform carries no
+    scope; quantizing it would round the waveform itself to int8 (steps of ~1/150 of full scale),
+    which wipes out quiet clips. Everything upstream of a front-end tensor is front end too.
+    """
+    _, Interpreter = require_toolchain()
+    interpreter = Interpreter(model_content=model_bytes)
+    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    scoped = set(scoped_tensor_names(model_bytes, scope))
+    producer = {i: op for op in interpreter._get_ops_details() for i in op["outputs"]}
+    todo = [i for i, name in names.items() if name in scoped and i in producer]
+    seen_ops, keep = set(), set()
+    while todo:
+        op = producer[todo.pop()]
+        if op["index"] in seen_ops:
+            continue
+        seen_ops.add(op["index"])
+        keep.update(i for i in op["outputs"] if i in names)
+        todo.extend(i for i in op["inputs"] if i in producer)
+    return [names[i] for i in sorted(keep)]
 
 
 def strip_names(model_bytes: bytes) -> bytes:
@@ -164,9 +202,11 @@ def _convert_format(model: InferenceModel, fmt: str, calibration: Optional[np.nd
     converter.experimental_new_quantizer = True
     converter._experimental_calibrate_only = True  # quantize ourselves, with the front end denylisted
     calibrated = _convert(model, converter, fmt)
-    keep_float = scoped_tensor_names(calibrated, model.frontend_scope)
+    keep_float = front_end_tensor_names(calibrated, model.frontend_scope)
     front_end_found = bool(keep_float)
     keep_float += op_output_names(calibrated, FLOAT_OPS)
+    for scope in model.float_scopes:
+        keep_float += scoped_tensor_names(calibrated, scope)
     if not front_end_found:
         raise ExportError(f"{model.name} (int8): no tensor of the front end scope {model.frontend_scope!r} in the "
                           "converted graph; wrap the front end in jax.named_scope so it can stay float")

@@ -41,7 +41,8 @@ class CRNNConfig:
     the GRU; attention: attention pooling (else mean over time) for the weak output;
     attention_softmax: 'class' (DESED_task) or 'time' (see ``nn.pooling``);
     input_norm: per-example scaling, one of ``INPUT_NORMS``; norm_eps: its epsilon;
-    unroll_rnn: Python-unrolled GRU (TFLite export) instead of ``lax.scan``.
+    unroll_rnn: Python-unrolled GRU instead of ``lax.scan``;
+    export_rnn: the GRU's export loop (``nn.gru``, ``export_loop``): same numbers, smaller TFLite file.
     """
 
     n_classes: int = 10
@@ -55,6 +56,7 @@ class CRNNConfig:
     input_norm: str = "minmax"
     norm_eps: float = 1e-8
     unroll_rnn: bool = False
+    export_rnn: bool = False
 
     def __post_init__(self):
         if self.input_norm not in INPUT_NORMS:
@@ -88,7 +90,7 @@ class CRNN(nnx.Module):
         self.cnn = CNN(cfg.cnn, rngs=rngs)
         self.rnn = GRU(
             cfg.cnn.channels[-1], cfg.rnn_hidden, cfg.rnn_layers, bidirectional=True,
-            dropout=cfg.dropout_recurrent, unroll=cfg.unroll_rnn, rngs=rngs,
+            dropout=cfg.dropout_recurrent, unroll=cfg.unroll_rnn, export_loop=cfg.export_rnn, rngs=rngs,
         )
         self.dropout = nnx.Dropout(cfg.dropout)
         width = 2 * cfg.rnn_hidden

@@ -45,6 +45,7 @@ from jaxaudio.nn.pooling import AttentionPool, linear_softmax_pooling
 from jaxaudio.nn.relpos import ContextNetwork
 from jaxaudio.nn.vit import NUM_PREFIX_TOKENS, PASST_S_LORA, ViT, ViTConfig, frequency_pool, interpolate_time
 from jaxaudio.nn.vit import TINY as VIT_TINY
+from jaxaudio.nn.activations import exact_gelu
 
 GMM_FEATURE_LAYERS = "'after_interpolate' or 'transformer_<i>'"
 
@@ -217,7 +218,7 @@ class PMAM(nnx.Module):
     # ------------------------------------------------------------ pre-training
     def mlm_head(self, x: jax.Array) -> jax.Array:
         """Linear -> exact GELU -> Linear: ``(batch, T, decoder_dim) -> (batch, T, prototype_dim)``."""
-        return self.mlm_out(jax.nn.gelu(self.mlm_hidden(x), approximate=False))
+        return self.mlm_out(exact_gelu(self.mlm_hidden(x)))
 
     def mam_forward(self, mel: jax.Array, mask: jax.Array, plan: ReplacementPlan | None = None, *,
                     prototypes: jax.Array | None = None, train: bool = False, rngs=None) -> dict[str, jax.Array]:

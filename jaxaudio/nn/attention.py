@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxaudio.nn.activations import exact_gelu
+
 
 class MultiHeadSelfAttention(nnx.Module):
     """Scaled dot-product self-attention over ``(batch, time, dim)``; softmax in float32."""
@@ -61,7 +63,7 @@ class MLP(nnx.Module):
         self.dropout = nnx.Dropout(dropout)
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        h = jax.nn.gelu(self.fc_in(x), approximate=False)
+        h = exact_gelu(self.fc_in(x))
         return self.fc_out(self.dropout(h, rngs=rngs))
 
 

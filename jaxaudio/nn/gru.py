@@ -16,8 +16,11 @@ transposed relative to PyTorch so that ``x @ w`` works:
 Both directions advance in one recurrence (the backward one reads the time-reversed input),
 so a bidirectional layer costs T sequential steps, not 2T. The input projection for all
 frames is one matmul outside the recurrence. ``unroll=True`` replaces ``lax.scan`` by a
-Python loop over frames with the same step function: no while-loop in the graph, which TFLite
-export needs.
+Python loop over frames with the same step function: no while-loop in the graph.
+``export_loop=True`` (TFLite export) runs the same step function in a ``lax.while_loop`` that
+writes each step into an output buffer computed from the input projection (``0 * xp``):
+``lax.scan`` starts its stacked outputs from a zero constant, which the TFLite converter stores
+as a dense (time, dirs, batch, hidden) float32 tensor, even in an int8 file.
 """
 from __future__ import annotations
 
@@ -40,14 +43,29 @@ def gru_step(h, xp_t, w_hh, b_hh):
     return (1.0 - z) * n + z * h
 
 
+def _while_recurrence(h, xp, w_hh, b_hh):
+    """``lax.scan(gru_step)``'s stacked states, (time, dirs, batch, H), via a while-loop whose
+    output buffer is derived from ``xp`` and so is not a constant of the exported graph."""
+    buffer = xp[..., : h.shape[-1]] * 0.0
+
+    def body(carry):
+        t, h, buffer = carry
+        h = gru_step(h, jax.lax.dynamic_index_in_dim(xp, t, keepdims=False), w_hh, b_hh)
+        return t + 1, h, jax.lax.dynamic_update_index_in_dim(buffer, h, t, 0)
+
+    _, _, ys = jax.lax.while_loop(lambda carry: carry[0] < xp.shape[0], body, (jnp.int32(0), h, buffer))
+    return ys
+
+
 class GRULayer(nnx.Module):
     """One GRU layer, one or two directions: (batch, time, in) -> (batch, time, dirs*hidden)."""
 
     def __init__(self, in_features: int, hidden: int, *, bidirectional: bool = True,
-                 unroll: bool = False, rngs: nnx.Rngs):
+                 unroll: bool = False, export_loop: bool = False, rngs: nnx.Rngs):
         self.hidden = hidden
         self.dirs = 2 if bidirectional else 1
         self.unroll = unroll
+        self.export_loop = export_loop
         init = torch_uniform(hidden)  # PyTorch: U(-1/sqrt(hidden), 1/sqrt(hidden)) for all
         g = 3 * hidden
         self.w_ih = nnx.Param(init(rngs.params(), (self.dirs, in_features, g)))
@@ -69,6 +87,8 @@ class GRULayer(nnx.Module):
                 h = gru_step(h, xp[t], w_hh, b_hh)
                 outs.append(h)
             ys = jnp.stack(outs)
+        elif self.export_loop:
+            ys = _while_recurrence(h, xp, w_hh, b_hh)
         else:
             def body(carry, xp_t):
                 new = gru_step(carry, xp_t, w_hh, b_hh)
@@ -90,13 +110,14 @@ class GRU(nnx.Module):
 
     def __init__(self, in_features: int, hidden: int, num_layers: int = 1, *,
                  bidirectional: bool = True, dropout: float = 0.0, unroll: bool = False,
-                 rngs: nnx.Rngs):
+                 export_loop: bool = False, rngs: nnx.Rngs):
         if num_layers < 1:
             raise ConfigError(f"rnn_layers={num_layers}; expected at least 1")
         dirs = 2 if bidirectional else 1
         sizes = [in_features] + [dirs * hidden] * (num_layers - 1)
         self.layers = nnx.List([
-            GRULayer(n, hidden, bidirectional=bidirectional, unroll=unroll, rngs=rngs) for n in sizes
+            GRULayer(n, hidden, bidirectional=bidirectional, unroll=unroll, export_loop=export_loop, rngs=rngs)
+            for n in sizes
         ])
         self.dropout_rate = dropout
         self.dropout = nnx.Dropout(dropout)

@@ -45,6 +45,7 @@ from flax import nnx
 
 from jaxaudio.errors import ConfigError
 from jaxaudio.nn.cnn import as_rngs
+from jaxaudio.nn.activations import exact_gelu
 
 
 def sinusoidal_relative_table(length: int, dim: int, dtype=jnp.float32) -> jax.Array:
@@ -156,7 +157,7 @@ class FeedForward(nnx.Module):
         self.dropout = nnx.Dropout(dropout)
 
     def __call__(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
-        h = self.dropout(jax.nn.gelu(self.fc_in(x), approximate=False), deterministic=not train, rngs=rngs)
+        h = self.dropout(exact_gelu(self.fc_in(x)), deterministic=not train, rngs=rngs)
         return self.dropout(self.fc_out(h), deterministic=not train, rngs=rngs)
 
 

@@ -75,6 +75,7 @@ from flax import nnx
 from jaxaudio.errors import ConfigError
 from jaxaudio.nn.cnn import as_rngs, torch_uniform
 from jaxaudio.nn.lora import LoRALinear
+from jaxaudio.nn.activations import exact_gelu
 
 NUM_PREFIX_TOKENS = 2  # cls, dist
 LORA_TARGETS = ("query", "key", "value", "out", "fc_in", "fc_out")
@@ -214,7 +215,7 @@ class ViTMLP(nnx.Module):
         self.dropout = nnx.Dropout(cfg.dropout)
 
     def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
-        h = self.dropout(jax.nn.gelu(self.fc_in(x), approximate=False), deterministic=not train, rngs=rngs)
+        h = self.dropout(exact_gelu(self.fc_in(x)), deterministic=not train, rngs=rngs)
         return self.fc_out(h)
 
 

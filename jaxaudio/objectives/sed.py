@@ -90,3 +90,28 @@ def mean_teacher_loss(student_out: Mapping[str, jax.Array], teacher_out: Mapping
         "w_cons": w_cons,
     }
     return loss, aux
+
+
+def mean_teacher_at_loss(student_out: Mapping[str, jax.Array], teacher_out: Mapping[str, jax.Array],
+                         batch: Mapping[str, Any], w_cons, *, weak_weight: float = 0.5,
+                         at_weight: float = 2.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """MAT-SED / PMAM fine-tuning objective, with an audio-tagging (AT) branch beside the pooled clip.
+
+    loss = BCE(strong) + weak_weight * BCE(pooled clip; weak) + at_weight * BCE(AT; weak)
+           + w_cons * (MSE(strong) + weak_weight * MSE(student clip, teacher AT)
+                       + at_weight * MSE(student AT, teacher AT))
+    (Transformer4SED ``recipes/desed/finetune/train.py``: the teacher's AT output is the clip
+    target of both student clip outputs). Outputs carry 'strong', 'weak' and 'weak_at'.
+    """
+    sup_strong = strong_bce(student_out["strong"], batch["strong"], batch["has_strong"])
+    sup_weak = weak_bce(student_out["weak"], batch["weak"], batch["has_weak"])
+    sup_at = weak_bce(student_out["weak_at"], batch["weak"], batch["has_weak"])
+    cons_strong = consistency_mse(student_out["strong"], teacher_out["strong"])
+    cons_weak = consistency_mse(student_out["weak"], teacher_out["weak_at"])
+    cons_at = consistency_mse(student_out["weak_at"], teacher_out["weak_at"])
+    w_cons = jnp.asarray(w_cons, sup_strong.dtype)
+    loss = (sup_strong + weak_weight * sup_weak + at_weight * sup_at
+            + w_cons * (cons_strong + weak_weight * cons_weak + at_weight * cons_at))
+    aux = {"loss": loss, "strong_bce": sup_strong, "weak_bce": sup_weak, "at_bce": sup_at,
+           "cons_strong_mse": cons_strong, "cons_weak_mse": cons_weak, "cons_at_mse": cons_at, "w_cons": w_cons}
+    return loss, aux

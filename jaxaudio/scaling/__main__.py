@@ -1,7 +1,7 @@
 """Command line for the scaling study.
 
     python -m jaxaudio.scaling --exp crnn --devices 1,2,4,8 --strategies dp,fsdp,dp_fsdp \
-        [--preset tiny] [--out benchmarks/results] [--accelerators v4,v5e,v5p,v6e,h100,h200]
+        [--preset tiny] [--out benchmarks/results] [--accelerators v4,v5e,v5p,v6e,h100,h200] [--fast-compile]
 
 On a CPU-only machine pass ``--simulate 8`` (or set
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``) to get 8 simulated devices; the
@@ -32,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mfu", default=0.5, type=float, help="assumed model-FLOPs utilisation for predictions")
     p.add_argument("--time-steps", default=None, type=int, help="steps to time per mesh (default: 10 on TPU/GPU, 0 on CPU)")
     p.add_argument("--simulate", default=0, type=int, help="CPU only: force this many simulated host devices")
+    p.add_argument("--fast-compile", action="store_true",
+                   help="CPU: skip LLVM's costly passes (same optimized HLO and figures; compile_s not comparable)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default=None, help="file stem (default scaling_<exp>_<preset>)")
     return p.parse_args(argv)
@@ -48,6 +50,7 @@ def main(argv=None) -> dict:
 
     result = study.run_study(args.exp, args.devices, args.strategies, preset=args.preset,
                              accelerator_names=args.accelerators, mfu=args.mfu, time_steps=args.time_steps,
+                             compiler_options=study.FAST_CPU_COMPILE if args.fast_compile else None,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
     paths = report.write(result, args.out, args.name or f"scaling_{args.exp}_{args.preset}")
     print(report.markdown_table(result))

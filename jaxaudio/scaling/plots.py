@@ -18,7 +18,7 @@ def _by_strategy(points):
     return {k: sorted(v, key=lambda p: p["devices"]) for k, v in out.items()}
 
 
-def plot_scaling(result: dict, path: str) -> None:
+def plot_scaling(result: dict, path) -> None:
     """Two rows (throughput, efficiency) x one column per accelerator; lines = predicted per strategy,
     filled markers = measured on the matching chip."""
     series = _by_strategy(result["points"])
@@ -58,11 +58,11 @@ def plot_scaling(result: dict, path: str) -> None:
     fig.suptitle(f"{result['case']}: predicted step time, {result['per_device_batch']} samples/device, "
                  f"MFU {result['mfu_assumption']:.0%} assumed (HLO compiled on {result['platform']})")
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # path or binary file
     plt.close(fig)
 
 
-def plot_collectives(result: dict, path: str) -> None:
+def plot_collectives(result: dict, path) -> None:
     """Collective payload per device per step (MB) against devices, one panel per strategy, stacked by kind."""
     series = _by_strategy(result["points"])
     fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 3.6), squeeze=False, sharey=True)
@@ -80,12 +80,12 @@ def plot_collectives(result: dict, path: str) -> None:
         ax.set_xlabel("devices")
         ax.grid(True, axis="y", alpha=0.3)
     axes[0][0].set_ylabel("MB per device per step")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes[0]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), frameon=False)
     fig.suptitle(f"{result['case']}: collective payload from the optimized HLO")
     fig.tight_layout(rect=(0, 0.08, 1, 0.93))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # path or binary file
     plt.close(fig)

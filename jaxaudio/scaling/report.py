@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 
+from jaxaudio.io import paths as io_paths
 from jaxaudio.scaling import plots
 from jaxaudio.scaling.hlo import KINDS
 
@@ -39,19 +39,25 @@ def markdown_table(result: dict) -> str:
         "communication over one direction of the chip's interconnect (see jaxaudio/scaling/cost_model.py); "
         "eff = weak-scaling efficiency against the same strategy's smallest mesh.",
     ]
+    if result.get("note"):
+        notes.append(result["note"])
+    if result.get("compiler_options"):
+        notes.append(f"Compiled with XLA options {result['compiler_options']} (code generation only: the optimized "
+                     "HLO, and so every figure above, is unchanged).")
     return "\n".join(lines + notes) + "\n"
 
 
 def write(result: dict, out_dir: str, stem: str) -> dict[str, str]:
-    """``<stem>.json``, ``<stem>.md``, ``<stem>.png`` (curves) and ``<stem>_collectives.png``."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {ext: os.path.join(out_dir, f"{stem}.{ext}") for ext in ("json", "md", "png")}
-    paths["collectives_png"] = os.path.join(out_dir, f"{stem}_collectives.png")
+    """``<stem>.json``, ``<stem>.md``, ``<stem>.png`` (curves) and ``<stem>_collectives.png``;
+    ``out_dir`` may be a ``gs://`` URL."""
+    io_paths.makedirs(out_dir)
+    paths = {ext: io_paths.join(out_dir, f"{stem}.{ext}") for ext in ("json", "md", "png")}
+    paths["collectives_png"] = io_paths.join(out_dir, f"{stem}_collectives.png")
     clean = dict(result, points=[{k: v for k, v in p.items() if k != "hlo_text"} for p in result["points"]])
-    with open(paths["json"], "w") as f:
-        json.dump(clean, f, indent=1)
-    with open(paths["md"], "w") as f:
-        f.write(markdown_table(result))
-    plots.plot_scaling(result, paths["png"])
-    plots.plot_collectives(result, paths["collectives_png"])
+    io_paths.write_text_atomic(paths["json"], json.dumps(clean, indent=1))
+    io_paths.write_text_atomic(paths["md"], markdown_table(result))
+    with io_paths.open_atomic(paths["png"], binary=True) as f:
+        plots.plot_scaling(result, f)
+    with io_paths.open_atomic(paths["collectives_png"], binary=True) as f:
+        plots.plot_collectives(result, f)
     return paths

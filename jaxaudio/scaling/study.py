@@ -18,8 +18,9 @@ Strategies (mesh ``(data, fsdp, tensor)`` for ``n`` devices):
 Meshes that coincide (all strategies at n = 1) are compiled once.
 
 Experiments come from ``CASES``, a small registry: ``@register_case("name")`` on a function
-``(preset) -> Case``. The CRNN entry wires the experiment's own loss; the ``vit`` entry is a
-PaSST-style tagger standing in for PMAM until ``jaxaudio.models.pmam`` exists.
+``(preset) -> Case``. The ``crnn``, ``pmam`` (masked-audio-model pre-training) and
+``pmam_finetune`` entries wire the experiments' own networks, losses and optimizers; ``vit``
+is a plain PaSST-style tagger.
 """
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ from jaxaudio.train.step import make_train_step
 
 STRATEGIES = ("dp", "fsdp", "dp_fsdp", "tp")
 SMALL_BYTES = 1024  # arrays below this in a collective are scalar/statistic reductions
+# XLA options that skip LLVM's costly code generation passes on CPU. They act after the HLO
+# passes, so the optimized HLO (collectives, cost and memory analysis) is the same; only the
+# machine code is slower. For studies on simulated CPU devices, where nothing is timed.
+FAST_CPU_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +58,7 @@ class Case:
     model_fn: builds the model (its own ``nnx.Rngs``). loss_fn_for(global_batch): the train
     step's loss (some losses depend on the batch layout). batch_spec(global_batch):
     ``{name: (shape, dtype)}`` of one batch. tx: the optimizer. with_teacher/ema_decay: a
-    mean-teacher EMA copy in the state.
+    mean-teacher EMA copy in the state. note: what the report should say about this case's traffic.
     """
 
     name: str
@@ -64,6 +69,7 @@ class Case:
     per_device_batch: int
     with_teacher: bool = False
     ema_decay: float | None = None
+    note: str = ""
 
 
 CASES: dict[str, Callable[[str], Case]] = {}
@@ -172,6 +178,79 @@ def vit_case(preset: str = "tiny") -> Case:
                 per_device_batch=per_device)
 
 
+def _pmam_parts(preset: str):
+    """(config, front end, model config, samples per clip) of the PMAM experiment."""
+    from experiments.configs import pmam as pmam_config  # wiring lives in experiments/
+    from experiments.systems import pmam_model
+
+    config = pmam_config.get_config(preset)
+    fe = pmam_model.frontend_config(config)
+    mcfg = pmam_model.model_config(config)
+    samples = int(round(config.data.clip_seconds * config.data.sample_rate))
+    return config, fe, mcfg, samples
+
+
+@register_case("pmam")
+def pmam_case(preset: str = "tiny") -> Case:
+    """PMAM masked-audio-model pre-training (``round<r>/pretrain``): the experiment's network,
+    loss and optimizer, with fixed random prototypes standing in for the fitted GMM means.
+
+    Batch: ``audio (B, samples)`` and soft pseudo labels ``gamma (B, frames, K)``. Two rows per
+    device, so 8 devices hold the tiny preset's pre-training batch of 16. The masking step
+    replaces some hidden frames by frames drawn from the *whole* batch, so every step also
+    all-gathers the fused frames (and all-reduces their gradient): activation traffic that
+    grows with the global batch (tests/scaling/test_pmam_study.py has the closed form).
+    """
+    from experiments.systems import pmam as pmam_system
+    from experiments.systems import pmam_model
+
+    config, fe, mcfg, samples = _pmam_parts(preset)
+    frames, k = config.model.frames, config.model.n_prototypes
+    prototypes = np.random.default_rng(config.seed).normal(size=(k, mcfg.prototype_dim)).astype(np.float32)
+
+    def loss_fn_for(_batch: int):
+        return pmam_system.pretrain_loss_fn(config, fe, prototypes)
+
+    def batch_spec(batch: int):
+        return {"audio": ((batch, samples), jnp.float32), "gamma": ((batch, frames, k), jnp.float32)}
+
+    tx = pmam_system.stage_plan(config, "round1/pretrain")["tx"]
+    note = ("Besides the gradients, every step all-gathers the fused frames (global batch x "
+            f"{frames} x {config.model.decoder_dim} floats) for the random donor frames of the masking, and "
+            "all-reduces their gradient: the AG and part of the AR in the DP rows. FSDP shards only the "
+            "parameters of at least 2**14 elements (here the patch embedding and the last CNN kernel); "
+            "tests/scaling/test_pmam_study.py derives every figure in closed form.")
+    return Case(f"pmam/{preset}", lambda: pmam_model.build_model(config), loss_fn_for, batch_spec, tx,
+                per_device_batch=2, note=note)
+
+
+@register_case("pmam_finetune")
+def pmam_finetune_case(preset: str = "tiny") -> Case:
+    """PMAM fine-tuning stage 2 (all parameters, mean teacher): rows split 1/2 strong, 1/4 weak,
+    1/4 unlabeled as in the crnn case; mixup permutes rows inside each part."""
+    from experiments.systems import pmam as pmam_system
+    from experiments.systems import pmam_model
+    from jaxaudio.data.desed import DESED_CLASSES
+
+    config, fe, mcfg, samples = _pmam_parts(preset)
+    frames, classes = config.model.frames, len(DESED_CLASSES)
+
+    def loss_fn_for(batch: int):
+        if batch % 4:
+            raise ConfigError(f"pmam_finetune scaling case: global batch {batch} must divide by 4")
+        segments = [(0, batch // 2), (batch // 2, 3 * batch // 4), (3 * batch // 4, batch)]
+        return pmam_system.finetune_loss_fn(config, fe, segments, stage=2)
+
+    def batch_spec(batch: int):
+        return {"audio": ((batch, samples), jnp.float32), "strong": ((batch, frames, classes), jnp.float32),
+                "weak": ((batch, classes), jnp.float32), "has_strong": ((batch,), jnp.bool_),
+                "has_weak": ((batch,), jnp.bool_)}
+
+    tx = pmam_system.stage_plan(config, "finetune2")["tx"]
+    return Case(f"pmam_finetune/{preset}", lambda: pmam_model.build_model(config), loss_fn_for, batch_spec, tx,
+                per_device_batch=4, with_teacher=True, ema_decay=config.finetune.ema_decay)
+
+
 # ----------------------------------------------------------------------------- meshes
 
 def mesh_shape(strategy: str, n: int) -> tuple[int, int, int]:
@@ -229,8 +308,12 @@ def _random_batch(case: Case, batch: int, sharding, seed: int = 0) -> dict:
     return out
 
 
-def compile_point(case: Case, shape: tuple[int, int, int], devices: Sequence, time_steps: int = 0) -> dict:
-    """Lower and compile the train step on ``devices`` arranged as ``shape``; gather the figures."""
+def compile_point(case: Case, shape: tuple[int, int, int], devices: Sequence, time_steps: int = 0,
+                  compiler_options: Mapping[str, Any] | None = None) -> dict:
+    """Lower and compile the train step on ``devices`` arranged as ``shape``; gather the figures.
+
+    compiler_options: XLA options for ``Lowered.compile`` (e.g. ``FAST_CPU_COMPILE``).
+    """
     mesh = make_mesh(*shape, devices=list(devices))
     batch = case.per_device_batch * batch_axis_size(mesh)
     rng = jax.random.key(0)
@@ -247,7 +330,7 @@ def compile_point(case: Case, shape: tuple[int, int, int], devices: Sequence, ti
     lowered = step.lower(with_shardings(abstract, shardings), _abstract_batch(case, batch, bsharding))
     lower_s = time.perf_counter() - started
     started = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options=dict(compiler_options)) if compiler_options else lowered.compile()
     compile_s = time.perf_counter() - started
 
     text = compiled.as_text()
@@ -311,11 +394,13 @@ def accelerator_of(device_kind: str) -> str | None:
 def run_study(exp: str, device_counts: Sequence[int], strategies: Sequence[str], preset: str = "tiny",
               accelerator_names: Sequence[str] = tuple(accelerators.ACCELERATORS), mfu: float = cost_model.DEFAULT_MFU,
               time_steps: int | None = None, case: Case | None = None, keep_hlo: bool = False,
+              compiler_options: Mapping[str, Any] | None = None,
               log: Callable[[str], None] = lambda s: None) -> dict:
     """Compile every mesh, predict per accelerator, and return a JSON-able result.
 
     time_steps: steps to time per mesh; default 10 on real accelerators, 0 on CPU (simulated
     devices share the host's cores, so their timings say nothing about scaling).
+    compiler_options: passed to every compile (``FAST_CPU_COMPILE`` on CPU: same HLO, faster).
     """
     case = case or get_case(exp, preset)
     all_devices = jax.devices()
@@ -335,7 +420,7 @@ def run_study(exp: str, device_counts: Sequence[int], strategies: Sequence[str],
             shape = mesh_shape(strategy, n)
             if shape not in cache:
                 log(f"compiling {case.name} {strategy} n={n} mesh={shape}")
-                cache[shape] = compile_point(case, shape, all_devices[:n], time_steps)
+                cache[shape] = compile_point(case, shape, all_devices[:n], time_steps, compiler_options)
             point, text = cache[shape]
             point = dict(point, strategy=strategy)
             if keep_hlo:
@@ -353,9 +438,11 @@ def run_study(exp: str, device_counts: Sequence[int], strategies: Sequence[str],
     return {
         "exp": exp,
         "case": case.name,
+        "note": case.note,
         "preset": preset,
         "per_device_batch": case.per_device_batch,
         "mfu_assumption": mfu,
+        "compiler_options": dict(compiler_options or {}),
         "platform": all_devices[0].platform,
         "device_kind": all_devices[0].device_kind,
         "measured_accelerator": measured_chip,

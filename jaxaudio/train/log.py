@@ -1,11 +1,13 @@
 """Logging for training runs: a metrics file, TensorBoard scalars, log lines, progress bars.
 
 Only process 0 writes files and prints progress, so a multi-host run produces one record.
+The workdir may be a local folder or an object-store URL (``gs://``; ``jaxaudio.io.paths``).
 ``jax.process_index`` is asked lazily (at the first write or log record), never at import,
 because asking it starts the backend, which must wait for ``jax.distributed.initialize``.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -14,6 +16,8 @@ import sys
 from typing import Mapping, Optional
 
 import jax
+
+from jaxaudio.io import paths
 
 
 def _process_index() -> int:
@@ -27,39 +31,53 @@ class MetricWriter:
     ``resume_step``: when a run restarts from a checkpoint at this step, lines written by the
     killed run after it are dropped (JSONL) or purged (TensorBoard ``purge_step``), so the
     files read as one history with no repeated steps. Without it, lines are appended.
+
+    On an object store (``gs://`` workdir) nothing can be appended to an object, so the writer
+    keeps the file's lines in memory and uploads the whole file after every record. Each
+    upload replaces the object atomically, so a reader (or a restarted run) always sees a
+    complete file that ends at some record, like the local file after a kill; and the file
+    keeps its name and format, so every reader of ``metrics.jsonl`` works unchanged. The cost
+    is one upload of the whole file per record: a few hundred lines of about 200 bytes for a
+    run logging every 100 steps, so kilobytes per upload. (Numbered part files would upload
+    less but would make every reader list and merge parts.) TensorBoard events go to
+    ``gs://`` through ``google-cloud-storage`` (tensorboardX's own GCS writer); without that
+    package TensorBoard is skipped with a warning.
     """
 
     def __init__(self, workdir: os.PathLike | str, *, resume_step: Optional[int] = None, tensorboard: bool = True):
         self.workdir = os.fspath(workdir)
-        self.path = os.path.join(self.workdir, "metrics.jsonl")
+        self.path = paths.join(self.workdir, "metrics.jsonl")
+        self._remote = paths.is_remote(self.path)
+        self._lines: list[str] = []  # the whole file, kept only for object stores
         self._active = _process_index() == 0
         self._tb = None
         if not self._active:
             return
-        os.makedirs(self.workdir, exist_ok=True)
-        if resume_step is not None and os.path.exists(self.path):
-            self._drop_after(resume_step)
-        if tensorboard:
+        paths.makedirs(self.workdir)
+        if paths.exists(self.path) and (self._remote or resume_step is not None):
+            records = read_metrics(self.path)
+            if resume_step is not None:
+                records = [rec for rec in records if rec.get("step", 0) <= resume_step]
+                paths.write_text_atomic(self.path, "".join(json.dumps(rec) + "\n" for rec in records))
+            if self._remote:
+                self._lines = [json.dumps(rec) for rec in records]
+        if tensorboard and _tensorboard_can_write(self.workdir):
             from tensorboardX import SummaryWriter
 
             purge = None if resume_step is None else resume_step + 1
-            self._tb = SummaryWriter(os.path.join(self.workdir, "tb"), purge_step=purge)
-
-    def _drop_after(self, step: int) -> None:
-        kept = [rec for rec in read_metrics(self.path) if rec.get("step", 0) <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            for rec in kept:
-                f.write(json.dumps(rec) + "\n")
-        os.replace(tmp, self.path)
+            self._tb = SummaryWriter(paths.join(self.workdir, "tb"), purge_step=purge)
 
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
         if not self._active:
             return
         values = {k: float(v) for k, v in scalars.items()}
         record = {"step": int(step), "split": split, **{k: _json_number(v) for k, v in values.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self._remote:
+            self._lines.append(json.dumps(record))
+            paths.write_text_atomic(self.path, "".join(line + "\n" for line in self._lines))
+        else:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         if self._tb is not None:
             for name, value in values.items():
                 self._tb.add_scalar(f"{split}/{name}", value, int(step))
@@ -74,6 +92,23 @@ class MetricWriter:
             self._tb = None
 
 
+def _tensorboard_can_write(workdir: str) -> bool:
+    """tensorboardX writes local folders, and ``gs://`` through ``google-cloud-storage``."""
+    if not paths.is_remote(workdir):
+        return True
+    reason = "tensorboardX writes object stores only as gs://"
+    if workdir.startswith("gs://"):
+        try:
+            if importlib.util.find_spec("google.cloud.storage") is not None:
+                return True
+        except ImportError:  # no google.cloud namespace at all
+            pass
+        reason = "google-cloud-storage is not installed (the 'tpu' extra)"
+    get_logger("jaxaudio.train").warning("TensorBoard skipped for %s: %s; metrics.jsonl is still written",
+                                         workdir, reason)
+    return False
+
+
 def _json_number(value: float):
     """JSON has no NaN/Inf; keep them readable as strings rather than invalid JSON."""
     return value if math.isfinite(value) else str(value)
@@ -82,7 +117,7 @@ def _json_number(value: float):
 def read_metrics(path: os.PathLike | str, split: Optional[str] = None) -> list[dict]:
     """Records of a metrics.jsonl file, optionally only one split; a torn last line is skipped."""
     records = []
-    with open(path) as f:
+    with paths.open_read(path) as f:
         for line in f:
             line = line.strip()
             if not line:

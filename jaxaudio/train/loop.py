@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxaudio.errors import ConfigError, JaxAudioError, NonFiniteLossError
+from jaxaudio.io import paths
 from jaxaudio.train.checkpoint import Checkpointer, abstract_like
 from jaxaudio.train.log import MetricWriter, get_logger, progress, read_metrics
 from jaxaudio.train.state import TrainState
@@ -209,7 +210,7 @@ def train_loop(
     workdir = os.fspath(workdir)
     logger = get_logger("jaxaudio.train")
     ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        paths.join(workdir, "checkpoints"),
         keep=config.keep,
         best_metric=config.best_metric,
         best_mode=config.best_mode,
@@ -324,10 +325,7 @@ def train_loop(
             "latest_checkpoint_step": ckpt.latest_step(),
         }
         if jax.process_index() == 0:
-            tmp = os.path.join(workdir, "metrics.json.tmp")
-            with open(tmp, "w") as f:
-                json.dump(_jsonable(summary), f, indent=2)
-            os.replace(tmp, os.path.join(workdir, "metrics.json"))
+            paths.write_text_atomic(paths.join(workdir, "metrics.json"), json.dumps(_jsonable(summary), indent=2))
         logger.info("done: %d steps in %.1f s", step - start, wall)
         return state, summary
     finally:
@@ -342,7 +340,7 @@ def train_loop(
 def _previous_evals(path: str, config: LoopConfig):
     """Last and best eval records of earlier sessions of this run (metrics.jsonl)."""
     last = best = None
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return last, best
     for record in read_metrics(path, split="eval"):
         values = {k: v for k, v in record.items() if k != "split"}

@@ -198,6 +198,17 @@ def with_shardings(abstract_tree, shardings):
     )
 
 
+def _state_layout(model_fn, tx, rng, mesh, rules, min_size, with_teacher):
+    """(init function, graphdef, abstract state, shardings) of a model's train state."""
+    from jaxaudio.train.state import create_train_state
+
+    def init():
+        return create_train_state(model_fn(), tx, rng, with_teacher=with_teacher)
+
+    graphdef, abstract_state = _eval_shape_with_graphdef(init)
+    return init, graphdef, abstract_state, state_shardings(abstract_state, mesh, rules, min_size)
+
+
 def create_sharded_state(
     model_fn: Callable[[], Any],
     tx,
@@ -213,15 +224,24 @@ def create_sharded_state(
     so an FSDP-sized model never has to fit on one device. ``model_fn`` builds the model
     (with its own ``nnx.Rngs``); it is traced twice (shapes, then values).
     """
-    from jaxaudio.train.state import create_train_state
-
-    def init():
-        return create_train_state(model_fn(), tx, rng, with_teacher=with_teacher)
-
-    graphdef, abstract_state = _eval_shape_with_graphdef(init)
-    shardings = state_shardings(abstract_state, mesh, rules, min_size)
+    init, graphdef, _, shardings = _state_layout(model_fn, tx, rng, mesh, rules, min_size, with_teacher)
     state = jax.jit(lambda: init()[1], out_shardings=shardings)()
     return graphdef, state, shardings
+
+
+def abstract_sharded_state(
+    model_fn: Callable[[], Any],
+    tx,
+    rng: jax.Array,
+    mesh: Mesh,
+    rules: Rules = DEFAULT_RULES,
+    min_size: int = DEFAULT_MIN_SIZE,
+    with_teacher: bool = False,
+):
+    """``create_sharded_state``'s state as ShapeDtypeStructs with shardings, computing nothing:
+    the target layout for restoring a checkpoint written with another optimizer's state."""
+    _, _, abstract_state, shardings = _state_layout(model_fn, tx, rng, mesh, rules, min_size, with_teacher)
+    return with_shardings(abstract_state, shardings)
 
 
 def _eval_shape_with_graphdef(init):

@@ -66,3 +66,39 @@ def test_unexportable_op_is_named():
         convert(model, "float32")
     message = str(err.value)
     assert "fft_model (float32)" in message and "stablehlo.fft" in message
+    assert "no builtin FFT" in message  # why, and what to do instead
+
+
+def write_exp(workdir, exp):
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump({"exp": exp, "preset": "tiny", "config": {}}, f)
+
+
+def test_experiment_without_export_hook_is_named(tmp_path, monkeypatch):
+    from experiments import configs as registry
+
+    monkeypatch.setitem(registry.EXPERIMENTS, "hookless", ("experiments.configs.crnn",
+                                                           "experiments.systems.sed_eval", "no hook"))
+    write_exp(str(tmp_path), "hookless")
+    with pytest.raises(ExportError) as err:
+        load_inference_model(str(tmp_path))
+    message = str(err.value)
+    assert "'hookless' cannot be exported" in message
+    assert "experiments.systems.sed_eval_inference" in message and "inference_model(config, workdir)" in message
+
+
+def test_unregistered_experiment_lists_the_known_ones(tmp_path):
+    write_exp(str(tmp_path), "no_such_exp")
+    with pytest.raises(ExportError, match=r"'no_such_exp' is not registered; known: .*crnn"):
+        load_inference_model(str(tmp_path))
+
+
+def test_cli_reports_missing_checkpoint(tmp_path):
+    workdir = str(tmp_path / "w")
+    write_config(workdir)
+    proc = subprocess.run([sys.executable, "-m", "jaxaudio.export", "--workdir", workdir, "--formats", "float32"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and os.path.join(workdir, "checkpoints") in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,1 @@
+"""File access that works the same on local paths and object-store URLs (gs://...)."""
