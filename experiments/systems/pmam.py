@@ -26,6 +26,7 @@ from experiments.systems import sed_augment, sed_data, sed_eval, stages
 from experiments.systems.pmam_model import build_model, frontend_config, mel_frames, model_config
 from jaxaudio.data.desed import DESED_CLASSES
 from jaxaudio.data.labels import FrameLabelEncoder
+from jaxaudio.io import paths
 from jaxaudio.nn.masking import block_mask, replacement_plan
 from jaxaudio.objectives.sed import mean_teacher_at_loss
 from jaxaudio.objectives.ssl import pmam_loss
@@ -44,6 +45,10 @@ LOG = get_logger("jaxaudio.pmam")
 TRAIN_KEYS = ("audio", "strong", "weak", "has_strong", "has_weak")
 EVAL_KEYS = ("audio", "index")
 FINETUNE_HEADS = r"^(classifier|at_pool|at_class_head)/"
+# Parameters a stage never reads: frozen, so AdamW's decoupled weight decay leaves them alone
+# (PyTorch skips parameters without gradients; here they would otherwise shrink every step).
+UNUSED_IN_PRETRAINING = r"^(classifier|at_class_head)/"
+UNUSED_IN_FINETUNING = r"^(mlm_hidden|mlm_out|at_prototype_head|mask_token)"
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -64,7 +69,7 @@ def stage_plan(config, name: str) -> dict:
     if name.endswith("pretrain"):
         steps, schedule = p.steps, _schedule(p, p.steps)
         default = {"lr": p.lr, "weight_decay": p.weight_decay, "schedule": schedule}
-        groups = _groups(p.groups, schedule)
+        groups = [{"name": "unused", "pattern": UNUSED_IN_PRETRAINING, "lr": 0.0}] + _groups(p.groups, schedule)
         teacher = False
     elif name == "finetune1":
         steps, schedule = f.stage1_steps, _schedule(f, f.stage1_steps)
@@ -76,12 +81,13 @@ def stage_plan(config, name: str) -> dict:
         steps, schedule = f.stage2_steps, _schedule(f, f.stage2_steps)
         default = {"lr": f.stage2_lr, "weight_decay": f.weight_decay, "schedule": schedule}
         # the fusion weight trains only during pre-training (Transformer4SED)
-        groups = [{"name": "fusion", "pattern": r"^fusion_weight", "lr": 0.0}] + _groups(f.stage2_groups, schedule)
+        groups = [{"name": "fusion", "pattern": r"^fusion_weight", "lr": 0.0},
+                  {"name": "unused", "pattern": UNUSED_IN_FINETUNING, "lr": 0.0}] + _groups(f.stage2_groups, schedule)
         teacher = True
     else:
         raise ValueError(name)
     tx = make_optimizer(groups, default, clip, steps)
-    main_lr = groups[0]["lr"] if name == "finetune1" else default["lr"]
+    main_lr = groups[0]["lr"] if name == "finetune1" else default["lr"]  # the lr logged per step
     return {"tx": tx, "steps": steps, "teacher": teacher, "lr_schedule": make_lr_schedule(main_lr, schedule, steps)}
 
 
@@ -310,7 +316,7 @@ def _plain(summary: dict) -> dict:
 
 def run(config, workdir: str) -> dict:
     distributed.maybe_initialize()
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
     started = time.time()
     pm = PMAMRun(config, workdir)
     LOG.info("PMAM: %d pre-training round(s), %d + %d fine-tuning steps; data %s", config.pretrain.rounds,

@@ -8,7 +8,7 @@ Files of round ``r`` (``workdir/round<r>/prototypes/``):
 """
 from __future__ import annotations
 
-import os
+import io
 
 import jax
 import numpy as np
@@ -17,6 +17,7 @@ from tqdm import tqdm
 from experiments.systems import stages
 from jaxaudio.data.pipeline import ClipSource, eval_batches
 from jaxaudio.errors import ConfigError
+from jaxaudio.io import paths
 from jaxaudio.objectives import gmm as gmm_lib
 from jaxaudio.objectives import kmeans as kmeans_lib
 from jaxaudio.train.log import get_logger
@@ -74,13 +75,12 @@ class Prototypes:
                 arrays.update(pca_mean=s.pca.mean, pca_components=s.pca.components,
                               pca_explained_variance=s.pca.explained_variance)
         if jax.process_index() == 0:
-            tmp = path + ".tmp.npz"
-            np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-            os.replace(tmp, path)
+            with paths.open_atomic(path, binary=True) as f:
+                np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
     @classmethod
     def load(cls, path: str) -> "Prototypes":
-        with np.load(path) as z:
+        with paths.open_read(path, binary=True) as f, np.load(io.BytesIO(f.read())) as z:
             kind = str(z["kind"])
             state = None
             if kind == "gmm":
@@ -123,22 +123,26 @@ def label_subsets(fitted: Prototypes, sources: dict, feature_fn, batch_size: int
             labels[index] = gamma
             usage += gamma.sum(axis=(0, 1))
         if jax.process_index() == 0:
-            path = os.path.join(out_dir, f"labels_{name}.npy")
-            np.save(path + ".tmp.npy", labels)
-            os.replace(path + ".tmp.npy", path)
+            with paths.open_atomic(paths.join(out_dir, f"labels_{name}.npy"), binary=True) as f:
+                np.save(f, labels)
     usage = usage / max(usage.sum(), 1.0)
     return {"prototype_usage": usage.round(4).tolist(),
             "usage_entropy_bits": float(-(usage * np.log2(np.maximum(usage, 1e-12))).sum())}
 
 
 def load_labels(out_dir: str, names) -> dict[str, np.ndarray]:
+    """Pseudo labels per subset: memory-mapped from a local folder, read whole from a bucket."""
     labels = {}
     for name in names:
-        path = os.path.join(out_dir, f"labels_{name}.npy")
-        if not os.path.exists(path):
+        path = paths.join(out_dir, f"labels_{name}.npy")
+        if not paths.exists(path):
             raise ConfigError(f"{path}: pseudo labels missing although {out_dir} is marked done; "
-                              f"delete {os.path.join(out_dir, stages.DONE)} to recompute them")
-        labels[name] = np.load(path, mmap_mode="r")
+                              f"delete {paths.join(out_dir, stages.DONE)} to recompute them")
+        if paths.is_remote(path):
+            with paths.open_read(path, binary=True) as f:
+                labels[name] = np.load(io.BytesIO(f.read()))
+        else:
+            labels[name] = np.load(path, mmap_mode="r")
     return labels
 
 
@@ -166,5 +170,6 @@ def plot_clip(labels: np.ndarray, source: ClipSource, clip: int, path: str, titl
     bottom.set_yticklabels(classes, fontsize=6)
     bottom.set_xlabel("time (s)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with paths.open_atomic(path, binary=True) as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from experiments.systems import sed_eval
 from jaxaudio.errors import CheckpointError
-from jaxaudio.train.checkpoint import Checkpointer
+from jaxaudio.train.checkpoint import WEIGHTS, Checkpointer
 from jaxaudio.train.state import TrainState
 
 DONE = "done.json"
@@ -47,14 +47,15 @@ def mark_done(path: str, summary: dict) -> None:
 
 
 def restore_last(path: str, abstract_state: TrainState) -> TrainState:
-    """The last checkpoint a finished training stage wrote in ``path/checkpoints``."""
+    """Weights (params, model_state, teacher, step) of the last checkpoint a finished training
+    stage wrote in ``path/checkpoints``; its optimizer state is not read."""
     directory = os.path.join(path, "checkpoints")
     with Checkpointer(directory, async_save=False) as ckpt:
         step = ckpt.latest_step()
         if step is None:
             raise CheckpointError(f"{directory}: the stage is marked done but holds no checkpoint; "
                                   f"delete {os.path.join(path, DONE)} to rerun it")
-        state, _ = ckpt.restore(abstract_state, step)
+        state, _ = ckpt.restore(abstract_state, step, only=WEIGHTS)
     return state
 
 

@@ -212,6 +212,7 @@ def _convert_format(model: InferenceModel, fmt: str, calibration: Optional[np.nd
                           "converted graph; wrap the front end in jax.named_scope so it can stay float")
     from tensorflow.lite.python import convert as tflite_convert
     try:
-        return tflite_convert.mlir_quantize(calibrated, denylisted_nodes=keep_float)
+        return tflite_convert.mlir_quantize(calibrated, denylisted_nodes=keep_float,
+                                            disable_per_channel_for_dense_layers=not model.per_channel_dense)
     except Exception as err:
         raise ExportError(f"{model.name} (int8): quantizing the calibrated model failed: {_first_line(err)}") from err

@@ -105,6 +105,10 @@ def _decode_data_state(stored):
     return stored.get("value")
 
 
+# The fields a later stage or an exporter needs: no optimizer state, no RNG.
+WEIGHTS = ("step", "params", "model_state", "teacher")
+
+
 def abstract_like(state: TrainState) -> TrainState:
     """A TrainState of ShapeDtypeStructs (with shardings) matching a concrete one."""
     return jax.tree.map(
@@ -216,13 +220,19 @@ class Checkpointer:
         return dict(extra[_EXTRA].get("metrics") or {})
 
     # --------------------------------------------------------------- restore
-    def restore(self, abstract_state: TrainState, step: Optional[int] = None) -> tuple[TrainState, Any]:
+    def restore(self, abstract_state: TrainState, step: Optional[int] = None,
+                only: Optional[tuple[str, ...]] = None) -> tuple[TrainState, Any]:
         """Restore ``step`` (default latest) into the layout of ``abstract_state``.
 
         ``abstract_state``: the TrainState tree of ``jax.ShapeDtypeStruct`` whose ``sharding``
         says where each array goes, so a run saved on 8 devices restores on 1 and back.
-        Returns ``(state, data_state)``.
+        ``only``: restore just these TrainState fields (e.g. ``WEIGHTS``) and set the others to
+        None; the checkpoint's other fields are not read, so weights restore even when the
+        optimizer that wrote them has changed. Returns ``(state, data_state)``.
         """
+        if only is not None:
+            abstract_state = abstract_state.replace(
+                **{f: None for f in ("step", "params", "model_state", "opt_state", "rng", "teacher") if f not in only})
         self._manager.reload()
         steps = self.all_steps()
         if not steps:
@@ -246,11 +256,12 @@ class Checkpointer:
             sds = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
             wanted[_path_names(path)] = _key_data_abstract(sds) if _is_typed_key(sds) else sds
 
-        self._check_tree(step, wanted)
+        self._check_tree(step, wanted, only)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
-                **{_STATE: ocp.args.StandardRestore(_nest(wanted)), _EXTRA: ocp.args.JsonRestore()}
+                **{_STATE: ocp.args.StandardRestore(_nest(self._with_other_fields(step, wanted, only))),
+                   _EXTRA: ocp.args.JsonRestore()}
             ),
         )
         tree, extra = restored[_STATE], restored[_EXTRA] or {}
@@ -270,11 +281,27 @@ class Checkpointer:
             out.append(value)
         return jax.tree_util.tree_unflatten(treedef, out), _decode_data_state(extra.get("data_state"))
 
-    def _check_tree(self, step: int, wanted: dict) -> None:
+    def _with_other_fields(self, step: int, wanted: dict, only: Optional[tuple[str, ...]]) -> dict:
+        """``wanted`` plus, when restoring ``only`` some fields, the checkpoint's other arrays as
+        saved (on one device): orbax's standard restore reads whole trees, and they are dropped."""
+        if only is None:
+            return wanted
+        metadata = self._manager.item_metadata(step)[_STATE]
+        saved = _flatten_metadata(dict(getattr(metadata, "tree", metadata)))
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        full = dict(wanted)
+        for key, meta in saved.items():
+            if key[0] not in only:
+                full[key] = jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=device)
+        return full
+
+    def _check_tree(self, step: int, wanted: dict, only: Optional[tuple[str, ...]] = None) -> None:
         """Name the keys and shapes that differ, instead of a deep orbax error."""
         metadata = self._manager.item_metadata(step)[_STATE]
         tree = getattr(metadata, "tree", metadata)
         saved = _flatten_metadata(dict(tree))
+        if only is not None:
+            saved = {k: v for k, v in saved.items() if k[0] in only}
         missing = sorted("/".join(k) for k in wanted.keys() - saved.keys())
         unexpected = sorted("/".join(k) for k in saved.keys() - wanted.keys())
         shapes = sorted(

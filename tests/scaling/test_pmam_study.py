@@ -112,14 +112,23 @@ def check(case, config, point):
         assert got[key] == pytest.approx(want[key], rel=TOLERANCE), (point["strategy"], shape, key, got, want)
 
 
-def test_pretraining_optimizer_trains_every_parameter(case):
-    """The tiny preset freezes nothing in pre-training, so every read parameter has a gradient."""
-    from experiments.configs import pmam as pmam_config
+def test_pretraining_optimizer_freezes_only_the_unread_heads(case):
+    """Pre-training trains every parameter it reads; the two SED heads it never reads are frozen
+    (so weight decay leaves them alone), and they are the ones the closed form leaves out."""
+    import re
 
-    p = pmam_config.get_config("tiny").pretrain  # what stage_plan(config, "round1/pretrain") reads
-    labels = group_labels(_params(case), [{"pattern": pat, "lr": lr} for _n, pat, lr, _wd in p.groups],
-                          {"lr": p.lr})
-    assert FROZEN not in jax.tree.leaves(labels)
+    from experiments.configs import pmam as pmam_config
+    from experiments.systems.pmam import UNUSED_IN_PRETRAINING
+
+    p = pmam_config.get_config("tiny").pretrain  # the groups stage_plan(config, "round1/pretrain") builds
+    groups = [{"pattern": UNUSED_IN_PRETRAINING, "lr": 0.0}] + [{"pattern": pat, "lr": lr}
+                                                              for _n, pat, lr, _wd in p.groups]
+    labels = group_labels(_params(case), groups, {"lr": p.lr})
+    frozen = {path_to_str(path) for path, label in jax.tree_util.tree_flatten_with_path(labels)[0] if label == FROZEN}
+    assert frozen and all(re.search(UNREAD_IN_PRETRAINING, name) for name in frozen)
+    unread = {path_to_str(path) for path, _ in jax.tree_util.tree_flatten_with_path(_params(case))[0]
+              if re.search(UNREAD_IN_PRETRAINING, path_to_str(path))}
+    assert frozen == unread
 
 
 def test_sharded_parameters_are_the_two_largest_kernels(case, config):

@@ -181,3 +181,21 @@ def test_saved_on_8_devices_restores_on_1_and_back(tmp_path):
     assert kernel.sharding == NamedSharding(mesh, P("data"))
     assert len(kernel.sharding.device_set) == 8
     assert restored.rng.sharding == NamedSharding(mesh, P())
+
+
+def test_weights_restore_even_when_the_optimizer_changed(tmp_path):
+    """A later stage (or an exporter) reads only the weights: a checkpoint written with Adam
+    restores into a layout whose optimizer is SGD with momentum, without its optimizer state."""
+    from jaxaudio.train.checkpoint import WEIGHTS
+
+    state = _state(seed=3)
+    with Checkpointer(tmp_path / "ckpt", async_save=False) as ckpt:
+        ckpt.save(5, state)
+        _, other = create_train_state(Net(nnx.Rngs(9)), optax.sgd(0.1, momentum=0.9), jax.random.key(1),
+                                      with_teacher=True)
+        with pytest.raises(CheckpointError, match="does not match"):
+            ckpt.restore(abstract_like(other))
+        got, _ = ckpt.restore(abstract_like(other), only=WEIGHTS)
+    assert got.opt_state is None and got.rng is None and int(got.step) == int(state.step)
+    _assert_equal_trees(got.params, state.params)
+    _assert_equal_trees(got.teacher, state.teacher)
