@@ -18,22 +18,20 @@ import os
 import jax
 from flax import nnx
 
-from experiments.systems import sed_export
+from experiments.systems import sed_export, stages
 from experiments.systems.crnn import frontend_config, make_tx, model_config
+from jaxaudio.audio.features import FRONTEND_SCOPE
 from jaxaudio.export import frontend as export_frontend
 from jaxaudio.data.desed import DESED_CLASSES
 from jaxaudio.data.labels import FrameLabelEncoder
 from jaxaudio.errors import CheckpointError
 from jaxaudio.export.model import InferenceModel
 from jaxaudio.models.crnn import CRNN, instance_scale
-from jaxaudio.train.checkpoint import Checkpointer
 from jaxaudio.train.state import create_train_state, split_model
-
-FRONTEND_SCOPE = "frontend"  # the scope export_frontend.log_mel runs in
 
 
 def restore_teacher(config, workdir: str):
-    """(teacher params, teacher model_state, step) of the latest checkpoint in ``workdir``."""
+    """(teacher {params, model_state}, step) of the latest checkpoint in ``workdir``."""
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise CheckpointError(f"{directory}: no checkpoint folder; train first with experiments/run.py "
@@ -44,19 +42,11 @@ def restore_teacher(config, workdir: str):
         model = CRNN(mcfg, rngs=nnx.Rngs(config.seed))
         return create_train_state(model, make_tx(config), jax.random.key(config.seed), with_teacher=True)[1]
 
-    abstract = jax.eval_shape(init)
-    checkpointer = Checkpointer(directory, async_save=False)
-    try:
-        step = checkpointer.latest_step()
-        if step is None:
-            raise CheckpointError(f"{directory}: holds no checkpoint; train first with experiments/run.py "
-                                  f"--workdir={workdir}")
-        state, _ = checkpointer.restore(abstract, step)
-    finally:
-        checkpointer.close()
+    state = stages.restore_last(workdir, jax.eval_shape(init), only=None,
+                                missing_hint=f"train first with experiments/run.py --workdir={workdir}")
     teacher = state.teacher if state.teacher is not None else {"params": state.params,
                                                                "model_state": state.model_state}
-    return teacher, int(step)
+    return teacher, int(state.step)
 
 
 def inference_model(config, workdir: str) -> InferenceModel:
@@ -79,7 +69,6 @@ def inference_model(config, workdir: str) -> InferenceModel:
     clip_samples = int(round(config.data.clip_seconds * config.data.sample_rate))
     n_out = mcfg.cnn.output_frames(fe.num_frames(clip_samples))
     encoder = FrameLabelEncoder(DESED_CLASSES, config.data.clip_seconds, n_out)
-
 
     return InferenceModel(
         name="crnn",

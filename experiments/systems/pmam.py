@@ -26,6 +26,7 @@ from experiments.systems import sed_augment, sed_data, sed_eval, stages
 from experiments.systems.pmam_model import build_model, frontend_config, mel_frames, model_config
 from jaxaudio.data.desed import DESED_CLASSES
 from jaxaudio.data.labels import FrameLabelEncoder
+from jaxaudio.errors import ConfigError
 from jaxaudio.io import paths
 from jaxaudio.nn.masking import block_mask, replacement_plan
 from jaxaudio.objectives.sed import mean_teacher_at_loss
@@ -170,7 +171,6 @@ class PMAMRun:
                               for name in (d.train_strong, d.train_weak, d.train_unlabeled)}
         self.mesh = make_mesh(**config.mesh)
         self.bsharding = batch_sharding(self.mesh)
-        self.summary: dict = {}
 
     # -- state -------------------------------------------------------------------------
     def fresh_state(self, plan: dict):
@@ -202,7 +202,7 @@ class PMAMRun:
                               model_state_sharding=shardings.model_state, batch_sharding=self.bsharding,
                               out_sharding=replicated(self.mesh))
 
-    def train(self, name: str, previous: str | None, loss_fn, batches, to_device, plan_extra=None) -> dict:
+    def train(self, name: str, previous: str | None, loss_fn, batches, to_device) -> dict:
         path = stages.stage_dir(self.workdir, name)
         plan, graphdef, state, shardings = self.stage_state(name, previous)
         step = make_train_step(graphdef, loss_fn, plan["tx"], state_shardings=shardings,
@@ -238,15 +238,13 @@ class PMAMRun:
         seed = self.config.seed + round_index
         started = time.time()
         x = protos.sample_frames(self.train_sources, feature_fn, p, self.config.batch.eval, to_eval, seed)
+        if x.shape[1] != self.mcfg.prototype_dim:
+            raise ConfigError(f"pretrain.feature_layer={layer!r} gives {x.shape[1]}-d features but the MLM head "
+                              f"predicts {self.mcfg.prototype_dim}-d; use 'after_interpolate' or set "
+                              "model.decoder_dim = model.vit_dim")
         LOG.info("round %d: fitting %s with %d prototypes on %d frames of %s features (%d-d)", round_index,
                  p.gmm_kind, self.mcfg.n_prototypes, len(x), layer, x.shape[1])
         fitted, summary = protos.fit_prototypes(x, p, self.mcfg.n_prototypes, seed, mesh=None)
-        if fitted.prototypes.shape[1] != self.mcfg.prototype_dim:
-            from jaxaudio.errors import ConfigError
-
-            raise ConfigError(f"pretrain.feature_layer={layer!r} gives {fitted.prototypes.shape[1]}-d features "
-                              f"but the MLM head predicts {self.mcfg.prototype_dim}-d; use 'after_interpolate' "
-                              f"or set model.decoder_dim = model.vit_dim")
         fitted.save(os.path.join(path, "prototypes.npz"))
         summary.update(protos.label_subsets(fitted, self.train_sources, feature_fn, self.config.batch.eval,
                                             to_eval, path))

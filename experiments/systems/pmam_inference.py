@@ -19,13 +19,13 @@ from experiments.systems.pmam_model import frontend_config
 from jaxaudio.data.desed import DESED_CLASSES
 from jaxaudio.data.labels import FrameLabelEncoder
 from jaxaudio.errors import CheckpointError
+from jaxaudio.audio.features import FRONTEND_SCOPE
 from jaxaudio.export import frontend as export_frontend
 from jaxaudio.export.model import InferenceModel
 from jaxaudio.nn.activations import EXACT_GELU_SCOPE, few_op_gelu
 from jaxaudio.train.mesh import make_mesh
 
 FINAL_STAGE = "finetune2"
-FRONTEND_SCOPE = "frontend"  # the scope export_frontend.log_mel runs in
 
 
 def inference_model(config, workdir: str) -> InferenceModel:

@@ -8,6 +8,7 @@ import numpy as np
 
 from jaxaudio.data.labels import median_filter
 from jaxaudio.data.pipeline import ClipSource, eval_batches
+from jaxaudio.io import paths
 from jaxaudio.metrics.sed import collar_f1, intersection_f1, plot_psd_roc, psds1, psds2, segment_f1
 
 
@@ -54,8 +55,6 @@ def sed_metrics(scores: dict, source: ClipSource, median_window: int, *, plot_pa
 
 def write_json(path: str, values: dict) -> None:
     """Write atomically (local: tmp + rename; gs://: one upload) from process 0 only."""
-    from jaxaudio.io import paths
-
     if jax.process_index() != 0:
         return
     paths.write_text_atomic(path, json.dumps(values, indent=2, sort_keys=True))

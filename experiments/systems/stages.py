@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable
-
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
 from experiments.systems import sed_eval
 from jaxaudio.errors import CheckpointError
+from jaxaudio.io import paths
 from jaxaudio.train.checkpoint import WEIGHTS, Checkpointer
 from jaxaudio.train.state import TrainState
 
@@ -23,39 +23,36 @@ DONE = "done.json"
 
 
 def stage_dir(workdir: str, name: str) -> str:
-    from jaxaudio.io import paths  # local folder or gs:// workdir
-
     path = paths.join(workdir, name)
     paths.makedirs(path)
     return path
 
 
 def is_done(path: str) -> bool:
-    from jaxaudio.io import paths
-
     return paths.exists(paths.join(path, DONE))
 
 
 def read_done(path: str) -> dict:
-    from jaxaudio.io import paths
-
     return json.loads(paths.read_text(paths.join(path, DONE)))
 
 
 def mark_done(path: str, summary: dict) -> None:
-    sed_eval.write_json(os.path.join(path, DONE), summary)
+    sed_eval.write_json(paths.join(path, DONE), summary)
 
 
-def restore_last(path: str, abstract_state: TrainState) -> TrainState:
-    """Weights (params, model_state, teacher, step) of the last checkpoint a finished training
-    stage wrote in ``path/checkpoints``; its optimizer state is not read."""
+def restore_last(path: str, abstract_state: TrainState, *, only: Optional[tuple[str, ...]] = WEIGHTS,
+                 missing_hint: Optional[str] = None) -> TrainState:
+    """The last checkpoint in ``path/checkpoints``: by default only its weights (params,
+    model_state, teacher, step), which is what a later stage or an exporter needs; ``only=None``
+    restores (and checks) the whole train state. ``missing_hint`` ends the error when there is
+    no checkpoint (default: the hint for a stage marked done)."""
     directory = os.path.join(path, "checkpoints")
+    hint = missing_hint or f"the stage is marked done; delete {os.path.join(path, DONE)} to rerun it"
     with Checkpointer(directory, async_save=False) as ckpt:
         step = ckpt.latest_step()
         if step is None:
-            raise CheckpointError(f"{directory}: the stage is marked done but holds no checkpoint; "
-                                  f"delete {os.path.join(path, DONE)} to rerun it")
-        state, _ = ckpt.restore(abstract_state, step, only=WEIGHTS)
+            raise CheckpointError(f"{directory}: holds no checkpoint; {hint}")
+        state, _ = ckpt.restore(abstract_state, step, only=only)
     return state
 
 

@@ -348,12 +348,16 @@ def _compress(mel: jax.Array, cfg: FrontEndConfig) -> jax.Array:
     return db
 
 
+# The named scope of every front-end op: exporters find the ops by it to keep them in float.
+FRONTEND_SCOPE = "frontend"
+
+
 def log_mel(wave: jax.Array, cfg: FrontEndConfig) -> jax.Array:
     """Waveform (..., samples) -> normalised log-mel (..., frames, n_mels), float32.
 
-    Runs under the named scope "frontend" so the exporter can keep these ops in float.
+    Runs under the named scope ``FRONTEND_SCOPE`` so the exporter can keep these ops in float.
     """
-    with jax.named_scope("frontend"):
+    with jax.named_scope(FRONTEND_SCOPE):
         power = power_spectrogram(wave, cfg)
         mel = jnp.matmul(power, jnp.asarray(mel_filterbank(cfg)), precision="highest")
         out = _compress(mel, cfg)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxaudio.audio import features
-from jaxaudio.audio.features import FrontEndConfig
+from jaxaudio.audio.features import FRONTEND_SCOPE, FrontEndConfig
 
 
 def computes_dft(cfg: FrontEndConfig) -> bool:
@@ -114,10 +114,10 @@ def _finish(mel: jax.Array, cfg: FrontEndConfig) -> jax.Array:
 def log_mel(wave: jax.Array, cfg: FrontEndConfig) -> jax.Array:
     """Same contract and numbers (to float32 rounding) as ``features.log_mel``."""
     if not computes_dft(cfg):
-        with jax.named_scope("frontend"):
+        with jax.named_scope(FRONTEND_SCOPE):
             power = features.power_spectrogram(wave, cfg)
             return _finish(_mel(power, cfg), cfg)
-    with jax.named_scope("frontend"):
+    with jax.named_scope(FRONTEND_SCOPE):
         wave = jnp.asarray(wave, jnp.float32)
         num_frames = cfg.num_frames(wave.shape[-1])
         if cfg.peak_normalize:

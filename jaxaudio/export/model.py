@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
+from jaxaudio.audio.features import FRONTEND_SCOPE
+
 
 @dataclasses.dataclass(frozen=True)
 class HeldOut:
@@ -59,7 +61,7 @@ class InferenceModel:
     frame_timestamps: np.ndarray
     calibration: Optional[Callable[[int], np.ndarray]] = None
     held_out: Optional[Callable[[int], HeldOut]] = None
-    frontend_scope: str = "frontend"
+    frontend_scope: str = FRONTEND_SCOPE
     float_scopes: tuple[str, ...] = ()
     per_channel_dense: bool = True
     metric: str = "psds1"

@@ -105,6 +105,19 @@ def _decode_data_state(stored):
     return stored.get("value")
 
 
+def _with_other_fields(saved: dict, wanted: dict, only: Optional[tuple[str, ...]]) -> dict:
+    """``wanted`` plus, when restoring ``only`` some fields, the checkpoint's other arrays as
+    saved (on one device): orbax's standard restore reads whole trees; they are dropped after."""
+    if only is None:
+        return wanted
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    full = dict(wanted)
+    for key, meta in saved.items():
+        if key[0] not in only:
+            full[key] = jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=device)
+    return full
+
+
 # The fields a later stage or an exporter needs: no optimizer state, no RNG.
 WEIGHTS = ("step", "params", "model_state", "teacher")
 
@@ -227,8 +240,8 @@ class Checkpointer:
         ``abstract_state``: the TrainState tree of ``jax.ShapeDtypeStruct`` whose ``sharding``
         says where each array goes, so a run saved on 8 devices restores on 1 and back.
         ``only``: restore just these TrainState fields (e.g. ``WEIGHTS``) and set the others to
-        None; the checkpoint's other fields are not read, so weights restore even when the
-        optimizer that wrote them has changed. Returns ``(state, data_state)``.
+        None; the checkpoint's other fields are read as saved and dropped, so weights restore
+        even when the optimizer that wrote them has changed. Returns ``(state, data_state)``.
         """
         if only is not None:
             abstract_state = abstract_state.replace(
@@ -256,11 +269,13 @@ class Checkpointer:
             sds = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
             wanted[_path_names(path)] = _key_data_abstract(sds) if _is_typed_key(sds) else sds
 
-        self._check_tree(step, wanted, only)
+        metadata = self._manager.item_metadata(step)[_STATE]
+        saved = _flatten_metadata(dict(getattr(metadata, "tree", metadata)))
+        self._check_tree(step, saved, wanted, only)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
-                **{_STATE: ocp.args.StandardRestore(_nest(self._with_other_fields(step, wanted, only))),
+                **{_STATE: ocp.args.StandardRestore(_nest(_with_other_fields(saved, wanted, only))),
                    _EXTRA: ocp.args.JsonRestore()}
             ),
         )
@@ -281,25 +296,8 @@ class Checkpointer:
             out.append(value)
         return jax.tree_util.tree_unflatten(treedef, out), _decode_data_state(extra.get("data_state"))
 
-    def _with_other_fields(self, step: int, wanted: dict, only: Optional[tuple[str, ...]]) -> dict:
-        """``wanted`` plus, when restoring ``only`` some fields, the checkpoint's other arrays as
-        saved (on one device): orbax's standard restore reads whole trees, and they are dropped."""
-        if only is None:
-            return wanted
-        metadata = self._manager.item_metadata(step)[_STATE]
-        saved = _flatten_metadata(dict(getattr(metadata, "tree", metadata)))
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        full = dict(wanted)
-        for key, meta in saved.items():
-            if key[0] not in only:
-                full[key] = jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=device)
-        return full
-
-    def _check_tree(self, step: int, wanted: dict, only: Optional[tuple[str, ...]] = None) -> None:
+    def _check_tree(self, step: int, saved: dict, wanted: dict, only: Optional[tuple[str, ...]] = None) -> None:
         """Name the keys and shapes that differ, instead of a deep orbax error."""
-        metadata = self._manager.item_metadata(step)[_STATE]
-        tree = getattr(metadata, "tree", metadata)
-        saved = _flatten_metadata(dict(tree))
         if only is not None:
             saved = {k: v for k, v in saved.items() if k[0] in only}
         missing = sorted("/".join(k) for k in wanted.keys() - saved.keys())
