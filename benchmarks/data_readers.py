@@ -30,11 +30,12 @@ import time
 
 import numpy as np
 
-from jaxaudio.data.arrayrecord import PreparedClipSource, prepared_path, read_metadata
-from jaxaudio.data.desed import DEFAULT_LAYOUT, DESED_CLASSES, load_subset
-from jaxaudio.data.labels import FrameLabelEncoder
-from jaxaudio.data.pipeline import ClipSource, mixed_batches
 from jaxaudio.data.prepare import prepare
+from jaxaudio.data.sed.clips import ClipSource
+from jaxaudio.data.sed.desed import DEFAULT_LAYOUT, DESED_CLASSES, load_subset
+from jaxaudio.data.sed.labels import FrameLabelEncoder
+from jaxaudio.data.sed.prepared import PreparedClipSource, prepared_path, read_metadata
+from jaxaudio.data.source import mixed_batches
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "data_readers.json"
 BUILT_IN = pathlib.Path(__file__).resolve().parents[1] / "data" / "desed_synth"

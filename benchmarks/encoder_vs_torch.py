@@ -116,7 +116,7 @@ def main() -> None:
     mel_ours = jnp.asarray(np.swapaxes(mel, 1, 2))  # (batch, frames, n_mels)
 
     def ours_forward(p, x):
-        return nnx.merge(graphdef, p)(x, return_layer=None)["final"]
+        return nnx.merge(graphdef, p)(x, train=False, return_layer=None)["final"]
 
     def ours_loss(p, x):
         return jnp.mean(ours_forward(p, x) ** 2)

@@ -2,10 +2,12 @@
 from scratch, at the same labelled budget, over several seeds.
 
     python benchmarks/pmam_ablation.py                      # tiny preset, seeds 0 1 2
-    python benchmarks/pmam_ablation.py --seeds 0 1 2 --set pretrain.rounds=1
+    python benchmarks/pmam_ablation.py --seeds 0 1 2 --set pretrain.rounds=1 stages.finetune2.steps=400
+    python benchmarks/pmam_ablation.py --dry-run            # each arm's stages and workdir, no training
 
-Both arms run ``experiments/systems/pmam.run`` with the same config and seed; the baseline only
-sets ``pretrain.rounds=0`` (no prototypes, no masked-model training). The seed changes the
+Both arms run the PMAM System through the trainer (``jaxaudio.train.trainer.run``, as
+``experiments/run.py --exp=pmam`` does) with the same config and seed; the baseline only sets
+``pretrain.rounds=0`` (no prototypes, no masked-model training). The seed changes the
 initialisation, the data order, the masks and the augmentations; the data set is the same. Each
 run lives in its own workdir under ``--root`` and resumes or is skipped when started again, so
 the benchmark can be stopped and continued. Writes ``benchmarks/results/pmam_ablation.json``
@@ -22,25 +24,33 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from experiments.configs import pmam as pmam_config  # noqa: E402
+from experiments import registry  # noqa: E402
 from experiments.overrides import apply_overrides  # noqa: E402
-from experiments.systems import pmam  # noqa: E402
+from jaxaudio.train import run_record, trainer  # noqa: E402
+
+EXP = "pmam"
 
 METRICS = ("validation/teacher/psds1", "validation/teacher/psds2", "eval/teacher/psds1", "eval/teacher/psds2",
            "validation/student/psds1", "eval/student/psds1")
 
 
-def run_arm(arm: str, seed: int, args) -> dict:
-    config = pmam_config.get_config(args.preset)
+def arm_config(arm: str, seed: int, args):
+    """(config, workdir) of one arm and seed: the preset, the shared overrides, the seed, and
+    for the baseline no pre-training rounds."""
+    config = registry.load_config(EXP, args.preset)
     config = apply_overrides(config, dict(kv.split("=", 1) for kv in args.set))
     config.seed = seed
     if arm == "scratch":
         config.pretrain.rounds = 0
-    workdir = os.path.join(args.root, f"{arm}_seed{seed}")
+    return config, os.path.join(args.root, f"{arm}_seed{seed}")
+
+
+def run_arm(arm: str, seed: int, args) -> dict:
+    config, workdir = arm_config(arm, seed, args)
     started = time.time()
-    final = pmam.run(config, workdir)
+    run_record.save(workdir, EXP, args.preset, config)  # so the workdir exports and predicts like any run
+    final = trainer.run(registry.load(EXP), config, workdir)
     return {"arm": arm, "seed": seed, "workdir": workdir, "rounds": config.pretrain.rounds,
             "seconds": time.time() - started, **{k: final[k] for k in METRICS}}
 
@@ -67,7 +77,8 @@ def markdown(result: dict) -> str:
     lines = [f"# PMAM pre-training ablation ({result['preset']} preset, seeds {result['seeds']})", "",
              f"Overrides: {result['overrides'] or 'none'}. Teacher model after fine-tuning stage 2; "
              "mean ± std over seeds (sample std).", "",
-             "| arm | val PSDS1 | val PSDS2 | eval PSDS1 | eval PSDS2 | val PSDS1 (student) |", "|---|---|---|---|---|---|"]
+             "| arm | val PSDS1 | val PSDS2 | eval PSDS1 | eval PSDS2 | val PSDS1 (student) |",
+             "|---|---|---|---|---|---|"]
     for arm in ("pretrained", "scratch"):
         cells = [f"{s[arm][k]['mean']:.3f} ± {s[arm][k]['std']:.3f}" for k in
                  ("validation/teacher/psds1", "validation/teacher/psds2", "eval/teacher/psds1", "eval/teacher/psds2",
@@ -91,7 +102,17 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default="workdirs/pmam_ablation")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for both arms")
     parser.add_argument("--name", default="pmam_ablation", help="result file name under benchmarks/results/")
+    parser.add_argument("--dry-run", action="store_true", help="print each run's stages and workdir; train nothing")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        system = registry.load(EXP)
+        for seed in args.seeds:
+            for arm in ("pretrained", "scratch"):
+                config, workdir = arm_config(arm, seed, args)
+                names = [f"{stage.name} ({stage.steps} steps)" if stage.trains else stage.name
+                         for stage in system.stages(config, workdir)]
+                print(f"{arm} seed {seed}: {workdir}: {', '.join(names)}")
+        return 0
     rows = []
     for seed in args.seeds:
         for arm in ("pretrained", "scratch"):

@@ -1,9 +1,9 @@
 """What does one train step cost: compile time, step time, and per-device memory under DP vs FSDP?
 
 Models (``--models``):
-  crnn_tiny, crnn_paper  the full mean-teacher step of ``experiments/systems/crnn.py`` (log-mel on
-                         device, augmentation, student + EMA teacher, AdamW) at the presets of
-                         ``experiments/configs/crnn.py``; batch = strong + weak + unlabeled.
+  crnn_tiny, crnn_paper  the full mean-teacher step of ``experiments/crnn/system.py`` (log-mel on
+                         device, augmentation, student + EMA teacher, its stage's AdamW) at the
+                         presets of ``experiments/crnn/config.py``; batch = strong + weak + unlabeled.
   vit_b                  the PaSST-S sized encoder (``PASST_S``: 12 blocks, 768 wide, 12 heads) on
                          128 mel x 998 frames, all 12 blocks, mean over frequency patches and a
                          linear frame-level head with BCE; AdamW, no teacher.
@@ -45,9 +45,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxaudio.audio import features
-from jaxaudio.data.desed import DESED_CLASSES
-from jaxaudio.models.crnn import CRNN
+from jaxaudio.data.sed.desed import DESED_CLASSES
 from jaxaudio.nn.vit import PASST_S, ViT, ViTConfig, frequency_pool
 from jaxaudio.objectives.sed import strong_bce
 from jaxaudio.train.mesh import batch_axis_size, batch_sharding, make_mesh
@@ -57,8 +55,6 @@ from jaxaudio.train.state import create_train_state
 from jaxaudio.train.step import make_eval_step, make_train_step
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # experiments/ is not an installed package
 RESULTS = ROOT / "benchmarks" / "results" / "train_step.json"
 MODELS = ("crnn_tiny", "crnn_paper", "vit_b")
 MEMORY_MODELS = ("crnn_paper", "vit_b")
@@ -102,21 +98,24 @@ def fit_counts(counts: list[int], multiple_of: int) -> list[int]:
 
 def crnn_case(preset: str, batch_scale: float = 1.0, multiple_of: int = 1, clip_seconds: float | None = None,
               seed: int = 0) -> Case:
-    """The CRNN mean-teacher step exactly as ``experiments/systems/crnn.py`` wires it, on random audio."""
-    from experiments.configs.crnn import get_config
-    from experiments.systems import crnn as system
+    """The CRNN mean-teacher step exactly as ``experiments/crnn/system.py`` wires it (its model,
+    loss, forward pass, and the optimizer and EMA of its training stage), on random audio."""
+    from experiments import registry
+    from experiments.crnn import system
+    from experiments.sed import augment as sed_augment
+    from jaxaudio.train.trainer import stage_optimizer
 
-    config = get_config(preset)
+    config = registry.load_config("crnn", preset)
+    config.seed = seed
     if clip_seconds is not None:
         config.data.clip_seconds = clip_seconds
     fe = system.frontend_config(config)
-    mcfg = system.model_config(config)
     counts = [max(1, int(round(c * batch_scale))) for c in (config.batch.strong, config.batch.weak,
                                                             config.batch.unlabeled) if c > 0]
     counts = fit_counts(counts, multiple_of)
-    segments = [(sum(counts[:i]), sum(counts[:i + 1])) for i in range(len(counts))]
+    segments = sed_augment.batch_segments(counts)
     samples = int(round(config.data.clip_seconds * config.data.sample_rate))
-    frames = mcfg.cnn.output_frames(fe.num_frames(samples))
+    frames = system.output_frames(config)
     n_classes, total = len(DESED_CLASSES), sum(counts)
 
     rng = np.random.default_rng(seed)
@@ -132,23 +131,21 @@ def crnn_case(preset: str, batch_scale: float = 1.0, multiple_of: int = 1, clip_
         "has_strong": has_strong,
         "has_weak": has_weak,
     }
-    t = config.train
-    schedule = {"kind": "warmup_exp_down", "warmup_steps": t.warmup_steps, "decay_start_step": t.steps // 2,
-                "exponent": -1.0}
-    tx = make_optimizer([], {"lr": t.lr, "schedule": schedule}, t.clip_norm, t.steps)
+    stage = system.stages(config, "")[0]  # cheap: data is read only when a stage runs
+    forward = system.predict(config)
 
     def predict_fn(model, b):
-        return model(features.log_mel(b["audio"], fe))["strong"]
+        return forward(model, b)["strong"]
 
     return Case(
         name=f"crnn_{preset}",
-        model_fn=lambda: CRNN(mcfg, rngs=nnx.Rngs(seed)),
-        loss_fn=system.make_loss_fn(config, fe, segments),
+        model_fn=lambda: system.build_model(config),
+        loss_fn=system.loss_fn(config, segments),
         predict_fn=predict_fn,
-        tx=tx,
+        tx=stage_optimizer(stage)[0],
         batch=batch,
-        with_teacher=True,
-        ema_decay=t.ema_decay,
+        with_teacher=stage.has_teacher,
+        ema_decay=stage.ema,
         notes=f"strong+weak+unlabeled={'+'.join(map(str, counts))}, {config.data.clip_seconds:g} s clips, "
               f"n_fft {fe.n_fft}, {fe.n_mels} mels",
     )
@@ -161,7 +158,7 @@ class ViTFrameTagger(nnx.Module):
         self.vit = ViT(cfg, rngs=rngs)
         self.head = nnx.Linear(cfg.dim, n_classes, rngs=rngs)
 
-    def __call__(self, mel: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
+    def __call__(self, mel: jax.Array, *, train: bool, rngs=None) -> jax.Array:
         out = self.vit(mel, train=train, rngs=rngs, return_layer=None)  # all blocks, final norm
         n_freq, n_time = self.vit.grid_shape(mel.shape[1], train=train)
         return jax.nn.sigmoid(self.head(frequency_pool(out["patch_tokens"], n_freq, n_time)))
@@ -189,7 +186,7 @@ def vit_case(cfg: ViTConfig = PASST_S, batch_size: int = 2, frames: int | None =
         name=name,
         model_fn=lambda: ViTFrameTagger(cfg, n_classes, rngs=nnx.Rngs(seed)),
         loss_fn=loss_fn,
-        predict_fn=lambda model, b: model(b["mel"]),
+        predict_fn=lambda model, b: model(b["mel"], train=False),
         tx=tx,
         batch=batch,
         notes=f"{cfg.depth} blocks x {cfg.dim}, {cfg.n_mels} mel x {frames} frames "

@@ -37,6 +37,12 @@ class ConfigError(JaxAudioError):
     """A config key is unknown or holds a value that cannot be used."""
 
 
+class ShapeError(JaxAudioError, ValueError):
+    """An array given to a function has the wrong shape (the message gives expected and got).
+
+    Also a ValueError, which numpy users catch for the same mistake."""
+
+
 class NonFiniteLossError(JaxAudioError):
     """Training produced a NaN/Inf loss; carries the step so the run can be inspected."""
 

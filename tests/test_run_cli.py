@@ -2,7 +2,7 @@
 import ml_collections
 import pytest
 
-from experiments import configs as registry
+from experiments import registry
 from experiments.overrides import apply_overrides
 from experiments.run import main, parse_args
 from jaxaudio.errors import ConfigError
@@ -46,5 +46,63 @@ def test_parse_dotted_overrides():
 def test_list_runs(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
-    for name in registry.EXPERIMENTS:
+    for name in registry.SYSTEMS:
         assert name in out
+
+
+def test_list_shows_every_registered_system_with_its_description(capsys):
+    assert main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(registry.SYSTEMS)
+    for name in registry.SYSTEMS:
+        row = [line for line in lines if line.split()[0] == name]
+        assert len(row) == 1, lines
+        assert registry.load(name).description in row[0]
+        assert ("(default)" in row[0]) == (name == registry.DEFAULT)
+
+
+def test_registry_loads_each_system_under_its_own_name():
+    for name in registry.SYSTEMS:
+        system = registry.load(name)
+        assert system.name == name and system.presets
+        assert "smoke" in system.presets  # the tests' preset
+        assert registry.load_config(name, system.presets[0]) is not None
+
+
+def test_registry_unknown_name_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"unknown experiment 'nope'; known experiments: .*crnn"):
+        registry.load("nope")
+
+
+def test_unknown_preset_lists_the_presets(capsys):
+    with pytest.raises(ConfigError) as err:
+        registry.load_config("crnn", "huge")
+    assert "no preset 'huge'" in str(err.value)
+    for preset in registry.load("crnn").presets:
+        assert preset in str(err.value)
+    assert main(["--exp=crnn", "--preset=huge", "--print_config"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "no preset 'huge'" in err and "presets: smoke, tiny, paper" in err
+
+
+def test_predict_without_input_is_a_clear_error(tmp_path, capsys):
+    assert main(["--exp=crnn", "--mode=predict", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --mode=predict needs --input" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("mode", ["export", "predict"])
+def test_config_overrides_are_refused_where_the_workdir_decides(tmp_path, capsys, mode):
+    argv = ["--exp=crnn", f"--mode={mode}", "--workdir", str(tmp_path), "--config.stages.train.lr=3e-4"]
+    assert main(argv + (["--input", str(tmp_path)] if mode == "predict" else [])) == 2
+    err = capsys.readouterr().err
+    assert f"error: --mode={mode} reads the trained run's config.json" in err
+    assert "--config overrides do not apply" in err
+
+
+def test_print_config_applies_overrides_and_writes_nothing(tmp_path, capsys):
+    workdir = tmp_path / "w"
+    assert main(["--exp=crnn", "--preset=smoke", "--workdir", str(workdir), "--print_config",
+                 "--config.stages.train.steps=7"]) == 0
+    assert "steps: 7" in capsys.readouterr().out
+    assert not workdir.exists()

@@ -9,7 +9,7 @@ the ssh session. Each worker appends to its own REMOTE_DIR/LOG_DIR/$RUN_LOG and 
 pid in $RUN_PID and, when the run ends, its exit code in $RUN_EXIT (143: preempted, resumable).
 Multi-host slices (more than 8 chips/cores) get JAXAUDIO_TPU_POD=1 so every worker joins
 jax.distributed. The same --workdir resumes from its last checkpoint."
-PASSTHROUGH_HELP="more arguments for experiments/run.py, e.g. -- --config.train.lr=3e-4 --data_dir=gs://b/desed"
+PASSTHROUGH_HELP="more arguments for experiments/run.py, e.g. -- --config.stages.train.lr=3e-4 --data_dir=gs://b/desed"
 add_tpu_target_flags
 flag_required exp "experiment name (python experiments/run.py --list)"
 flag_required workdir "checkpoints and metrics; a gs:// path all workers share (required for multi-host)"

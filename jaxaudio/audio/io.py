@@ -15,7 +15,7 @@ from scipy.signal import resample_poly
 
 from jaxaudio.errors import AudioFileError
 
-SUPPORTED_EXTENSIONS = (".wav", ".flac")
+SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # what libsndfile decodes
 
 # Bound on the gcd-reduced up/down factors of a polyphase resampler. scipy's default filter
 # has about 20 * max(up, down) taps, so 1024 keeps it near 20k taps: every common pair of

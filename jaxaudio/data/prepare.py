@@ -4,9 +4,10 @@
     python -m jaxaudio.data.prepare --synth [default|small] --out OUT [--synth_dir data/desed_synth]
 
 Idempotent: a set already prepared from the same folder contents with the same settings is
-reused; one prepared from different contents is refused unless --force. TFDS writes into a
-temporary folder and renames it into place, so an interrupted run leaves nothing that looks
-complete. Prints the prepared folder, which `PreparedClipSource(folder, subset, encoder)` reads.
+reused; one prepared from different contents is refused unless --force. The shards are
+written into a temporary folder that is renamed into place, so an interrupted run leaves
+nothing that looks complete. Prints the prepared folder, which
+`PreparedClipSource(folder, subset, encoder)` reads.
 """
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import dataclasses
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from jaxaudio.data.arrayrecord import read_metadata
-from jaxaudio.data.desed import DESED_CLASSES
+from jaxaudio.data.records.writer import WRITER_OPTIONS, write_records
+from jaxaudio.data.sed.desed import DESED_CLASSES
+from jaxaudio.data.sed.prepared import prepared_path, read_metadata
+from jaxaudio.data.sed.raw import DesedSet
 from jaxaudio.errors import ConfigError, JaxAudioError
 
 _SAME_WHEN_EQUAL = ("source_fingerprint", "audio_dtype", "classes", "subsets", "sample_rate",
@@ -40,44 +42,24 @@ def prepare(
     progress: bool = True,
 ) -> Path:
     """Writes (or reuses) the prepared set under `out` and returns its folder."""
-    import tensorflow_datasets as tfds
-
-    from jaxaudio.data.tfds_desed import DesedArrayRecord, array_record_writer_options
-
     clip_samples = int(round(clip_seconds * sample_rate))
-
-    def make_builder():
-        return DesedArrayRecord(
-            source_dir=data_dir, sample_rate=sample_rate, clip_samples=clip_samples,
-            audio_dtype=audio_dtype, subsets=subsets, classes=classes,
-            data_dir=os.fspath(out), file_format="array_record",
-        )
-
-    builder = make_builder()
-    path = Path(builder.data_dir)
-    if path.exists():
-        wanted = builder.describe()
+    desed = DesedSet(data_dir, sample_rate, clip_samples, audio_dtype=audio_dtype,
+                     subsets=subsets, classes=classes)
+    path = prepared_path(out, sample_rate, clip_samples)
+    wanted = desed.describe()
+    if path.exists() and not force:
         have = read_metadata(path)
-        same = all(have.get(key) == wanted[key] for key in _SAME_WHEN_EQUAL)
-        if same and not force:
+        changed = [key for key in _SAME_WHEN_EQUAL if have.get(key) != wanted[key]]
+        if not changed:
             return path
-        if not force:
-            changed = [key for key in _SAME_WHEN_EQUAL if have.get(key) != wanted[key]]
-            raise ConfigError(
-                f"--out: {str(path)!r} holds a set prepared from other data or settings "
-                f"(differs in {changed}); pass --force to replace it or choose another --out"
-            )
+        raise ConfigError(
+            f"--out: {str(path)!r} holds a set prepared from other data or settings "
+            f"(differs in {changed}); pass --force to replace it or choose another --out"
+        )
+    if path.exists():
         shutil.rmtree(path)
-        builder = make_builder()  # its DatasetInfo was read from the removed folder
-    Path(out).mkdir(parents=True, exist_ok=True)
-    tfds.display_progress_bar(progress)
-    try:
-        with tempfile.TemporaryDirectory(prefix=".downloads-", dir=out) as downloads:
-            with array_record_writer_options():
-                builder.download_and_prepare(download_dir=downloads)
-    finally:
-        tfds.display_progress_bar(True)
-    return path
+    return write_records(desed.splits(), path, features=desed.features, metadata=wanted,
+                         options=WRITER_OPTIONS, progress=progress)
 
 
 def prepare_synth(out, preset: str = "default", synth_dir="data/desed_synth", *,

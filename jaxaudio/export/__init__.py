@@ -1,63 +1,25 @@
-"""TFLite export of trained workdirs: float32, float16, int8_dynamic and int8 (float front end),
-verified in the LiteRT interpreter and summarised in a deployment report.
+"""TFLite export of a trained model: float32, float16, int8_dynamic and int8 (float front end),
+verified output by output in the LiteRT interpreter and summarised in a deployment report.
 
-    python -m jaxaudio.export --workdir W --formats float32,float16,int8_dynamic,int8
-
-An experiment takes part by providing ``inference_model(config, workdir) -> InferenceModel``
-in its runner module or in a sibling ``<runner>_inference`` module (see ``model.py``).
+The caller builds the ``InferenceModel`` (``experiments/run.py --mode=export`` does it from a
+workdir through the experiment's System) and hands it to ``export_workdir``; nothing here knows
+which task the model solves or where its data lives.
 """
 from __future__ import annotations
 
-import importlib
-import json
 import os
 import time
 from typing import Iterable, Sequence
 
-from jaxaudio.errors import CheckpointError, ExportError
-from jaxaudio.export.model import HeldOut, InferenceModel
+from jaxaudio.export.model import (ANOMALY_SCORE, CLASS_PROBS, CLIP_PROBS, FRAME_PROBS, INPUT_NAME, KINDS,
+                                   TOKEN_IDS, HeldOut, InferenceModel, Output)
 from jaxaudio.export.tflite import FORMATS, parse_formats
 
-__all__ = ["FORMATS", "HeldOut", "InferenceModel", "export_model", "export_workdir", "load_inference_model",
-           "parse_formats", "find_hook"]
+__all__ = ["ANOMALY_SCORE", "CLASS_PROBS", "CLIP_PROBS", "FORMATS", "FRAME_PROBS", "INPUT_NAME", "KINDS",
+           "TOKEN_IDS", "HeldOut", "InferenceModel", "Output", "export_model", "export_workdir", "parse_formats"]
 
 
-def find_hook(experiment: str):
-    """The experiment's ``inference_model`` function, found through the experiment registry."""
-    try:
-        from experiments import configs as registry
-    except ImportError as err:
-        raise ExportError("the experiments package is not importable; run from the repository root") from err
-    if experiment not in registry.EXPERIMENTS:
-        raise ExportError(f"experiment {experiment!r} is not registered; known: {', '.join(sorted(registry.EXPERIMENTS))}")
-    runner = registry.EXPERIMENTS[experiment][1]
-    for module_name in (runner + "_inference", runner):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue
-        if hasattr(module, "inference_model"):
-            return module.inference_model
-    raise ExportError(f"experiment {experiment!r} cannot be exported: neither {runner} nor {runner}_inference "
-                      "defines inference_model(config, workdir)")
-
-
-def load_inference_model(workdir: str) -> InferenceModel:
-    """Rebuild the trained model of ``workdir`` from its config.json and latest checkpoint."""
-    import ml_collections
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: missing; {workdir} is not a training workdir (experiments/run.py writes it)")
-    with open(path) as f:
-        saved = json.load(f)
-    config = ml_collections.ConfigDict(saved["config"])
-    return find_hook(saved["exp"])(config, workdir)
-
-
-def export_model(model: InferenceModel, formats: Sequence[str], out_dir: str, *,
+def export_model(model: InferenceModel, formats: str | Iterable[str], out_dir: str, *,
                  calibration_clips: int = 32) -> dict[str, dict]:
     """Convert ``model`` to each format and write ``<out_dir>/<name>_<fmt>.tflite``.
 
@@ -66,6 +28,7 @@ def export_model(model: InferenceModel, formats: Sequence[str], out_dir: str, *,
     from jaxaudio.export.tflite import convert
 
     formats = parse_formats(formats)
+    model.check_outputs()  # fail on a missing or undeclared output before any conversion
     calibration = None
     if "int8" in formats and model.calibration is not None:
         calibration = model.calibration(calibration_clips)
@@ -81,17 +44,27 @@ def export_model(model: InferenceModel, formats: Sequence[str], out_dir: str, *,
     return written
 
 
-def export_workdir(workdir: str, formats: str | Iterable[str] = FORMATS, out_dir: str | None = None, *,
+def _describe(output) -> dict:
+    row = {"name": output.name, "kind": output.kind, "labels": list(output.labels)}
+    if output.frame_timestamps is not None:
+        row["frames"] = output.frames
+        row["frame_seconds"] = float(output.frame_timestamps[-1] - output.frame_timestamps[0]) / output.frames
+    return row
+
+
+def export_workdir(model: InferenceModel, out_dir: str, formats: str | Iterable[str] = FORMATS, *,
                    calibration_clips: int = 32, eval_clips: int = 0, threads: Sequence[int] = (1, 2),
                    runs: int = 20, log=print) -> dict:
-    """Export, verify, measure and write report.{json,md}; returns the report dict."""
+    """Export ``model`` to ``formats`` in ``out_dir``, verify every variant against JAX by output
+    name on ``eval_clips`` held-out examples (0: all), time it at each thread count, and write
+    ``out_dir/report.{json,md}``. Returns the report dict.
+    """
     from jaxaudio.export import report as reporting
     from jaxaudio.export.verify import verify
 
     formats = parse_formats(formats)
-    out_dir = out_dir or os.path.join(workdir, "export")
-    model = load_inference_model(workdir)
-    log(f"{model.name}: {model.n_params:,} parameters from {model.source}")
+    metric = model.primary_metric
+    log(f"{model.name}: {model.n_params:,} parameters from {model.source or 'an unnamed source'}")
     written = export_model(model, formats, out_dir, calibration_clips=calibration_clips)
     for fmt, item in written.items():
         log(f"  {fmt}: {len(item['bytes']) / 1e6:.2f} MB in {item['convert_seconds']:.1f} s -> {item['path']}")
@@ -104,16 +77,19 @@ def export_workdir(workdir: str, formats: str | Iterable[str] = FORMATS, out_dir
         facts["verify"] = checks["variants"][fmt]
         facts["latency"] = [reporting.measure(item["path"], t, runs) for t in threads]
         variants[fmt] = facts
-        log(f"  {fmt}: max |dp| {facts['verify']['max_abs']:.2e}, {model.metric} "
-            f"{facts['verify']['metrics'][model.metric]:.4f} (JAX {checks['jax'][model.metric]:.4f}), "
+        log(f"  {fmt}: max |d| {facts['verify']['max_abs']:.2e}, agreement {facts['verify']['agreement']:.4f}, "
+            f"{metric} {facts['verify']['metrics'][metric]:.4f} (JAX {checks['jax'][metric]:.4f}), "
             f"p50 {facts['latency'][0]['p50_ms']:.1f} ms")
     result = {
-        "experiment": model.name, "source": model.source, "params": model.n_params,
-        "sample_rate": model.sample_rate, "clip_samples": model.clip_samples, "class_names": list(model.class_names),
-        "metric": model.metric, "verify_clips": checks["clips"], "jax_metrics": checks["jax"],
+        "name": model.name, "source": model.source, "params": model.n_params, "sample_rate": model.sample_rate,
+        "input_name": INPUT_NAME, "input_shape": list(model.input_shape),
+        "outputs": [_describe(o) for o in model.outputs],
+        "primary_metric": metric, "higher_is_better": model.higher_is_better,
+        "verify_examples": checks["examples"], "jax_metrics": checks["jax"],
         "threads": list(threads), "runtime_baseline_rss_mib": reporting.measure("-", 1, 0)["peak_rss_mib"],
         "variants": variants,
     }
-    result["recommendation"] = reporting.recommend(variants, model.metric, jax_value=checks["jax"][model.metric])
+    result["recommendation"] = reporting.recommend(variants, metric, jax_value=checks["jax"][metric],
+                                                   higher_is_better=model.higher_is_better)
     result["report_paths"] = list(reporting.write(result, out_dir))
     return result

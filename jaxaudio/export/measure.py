@@ -28,10 +28,10 @@ def main(argv):
         interpreter.allocate_tensors()
         result["load_seconds"] = time.perf_counter() - started
         (inp,) = interpreter.get_input_details()
-        wave = np.random.default_rng(0).standard_normal(inp["shape"]).astype(np.float32) * 0.1
+        example = np.random.default_rng(0).standard_normal(inp["shape"]).astype(np.float32) * 0.1
         times = []
         for i in range(warmup + runs):
-            interpreter.set_tensor(inp["index"], wave)
+            interpreter.set_tensor(inp["index"], example)
             started = time.perf_counter()
             interpreter.invoke()
             elapsed = time.perf_counter() - started

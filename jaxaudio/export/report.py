@@ -1,4 +1,4 @@
-"""Deployment report: size, ops, latency, peak memory and metric per variant, plus advice.
+"""Deployment report: size, ops, latency, peak memory, per-output parity and metric per variant, plus advice.
 
 Latency and memory are measured in a separate process (``measure.py``) that imports only the
 LiteRT runtime, so JAX/TensorFlow in this process do not inflate the memory figure; the
@@ -63,50 +63,69 @@ def measure(path: str, threads: int, runs: int, warmup: int = 3) -> dict:
     return out
 
 
-def recommend(variants: dict, metric: str, tolerance: float = 0.02, jax_value: float | None = None) -> str:
-    """Smallest variant whose metric is within ``tolerance`` of JAX; ties go to the faster one."""
-    if jax_value is not None and jax_value <= 0.0:
-        return (f"No recommendation: the JAX model itself scores {metric} = {jax_value:.4f} on these clips, so the "
-                "metric cannot tell the variants apart; train longer (or verify on more clips) first.")
+def recommend(variants: dict, metric: str, tolerance: float = 0.02, jax_value: float | None = None,
+              higher_is_better: bool = True) -> str:
+    """Smallest variant whose ``metric`` is no more than ``tolerance`` worse than JAX's; ties go to
+    the faster one. ``higher_is_better`` False for error rates (CER, WER)."""
+    sign = 1.0 if higher_is_better else -1.0
+    if jax_value is not None and higher_is_better and jax_value <= 0.0:
+        return (f"No recommendation: the JAX model itself scores {metric} = {jax_value:.4f} on these examples, so "
+                "the metric cannot tell the variants apart; train longer (or verify on more examples) first.")
     ok = [(v["size_bytes"], v["latency"][0]["p50_ms"], fmt) for fmt, v in variants.items()
-          if v.get("verify") and v["verify"][f"{metric}_delta"] >= -tolerance]
+          if v.get("verify") and sign * v["verify"]["metric_deltas"][metric] >= -tolerance]
     if not ok:
         return (f"No variant keeps {metric} within {tolerance} of the JAX model; ship float32 and investigate "
                 "before using a smaller one.")
     size, p50, fmt = min(ok)
     ref = variants.get("float32")
     ratio = f", {size / ref['size_bytes']:.2f}x the float32 file" if ref else ""
-    delta = variants[fmt]["verify"][f"{metric}_delta"]
+    delta = variants[fmt]["verify"]["metric_deltas"][metric]
     return (f"Ship {fmt}: the smallest variant ({size / 1e6:.2f} MB{ratio}) whose {metric} stays within "
-            f"{tolerance} of the JAX model ({delta:+.4f}); it runs in {p50:.1f} ms per clip (p50, 1 thread).")
+            f"{tolerance} of the JAX model ({delta:+.4f}); it runs in {p50:.1f} ms per example (p50, 1 thread).")
 
 
 def _mb(n):
     return f"{n / 1e6:.2f}"
 
 
+def _figure(row: dict, key: str, spec: str) -> str:
+    return format(row[key], spec) if key in row else "-"
+
+
 def to_markdown(report: dict) -> str:
-    m = report["metric"]
-    lines = [f"# Deployment report: {report['experiment']}", "",
-             f"Source: {report['source']}. Input: (1, {report['clip_samples']}) float32 at {report['sample_rate']} Hz; "
-             f"{report['params']:,} parameters. Verified on {report['verify_clips']} held-out clips.", "",
-             f"JAX {m}: {report['jax_metrics'][m]:.4f}. Runtime baseline (LiteRT, no model): "
-             f"{report['runtime_baseline_rss_mib']:.1f} MiB peak RSS.", ""]
+    m = report["primary_metric"]
+    rate = f" at {report['sample_rate']} Hz" if report.get("sample_rate") else ""
+    shape = ", ".join(str(n) for n in [1, *report["input_shape"]])
+    outputs = ", ".join(f"`{o['name']}` ({o['kind']}{', ' + str(len(o['labels'])) + ' labels' if o['labels'] else ''})"
+                        for o in report["outputs"])
+    lines = [f"# Deployment report: {report['name']}", "",
+             f"Source: {report['source']}. Input: `{report['input_name']}` ({shape}) float32{rate}; "
+             f"{report['params']:,} parameters. Outputs: {outputs}. Verified on {report['verify_examples']} "
+             "held-out examples.", "",
+             f"JAX {m}: {report['jax_metrics'][m]:.4f} ({'higher' if report['higher_is_better'] else 'lower'} is "
+             f"better). Runtime baseline (LiteRT, no model): {report['runtime_baseline_rss_mib']:.1f} MiB peak RSS.",
+             ""]
     threads = report["threads"]
-    head = ["variant", "size MB", "x float32", "ops (int8)", "builtin", "max |dp|", "mean |dp|", "frames agree",
-            m, f"d{m}"] + [f"p50/p95 ms @{t}t" for t in threads] + ["peak RSS MiB"]
+    head = ["variant", "size MB", "x float32", "ops (int8)", "builtin", "max abs err", "agreement", m,
+            f"d{m}"] + [f"p50/p95 ms @{t}t" for t in threads] + ["peak RSS MiB"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = report["variants"].get("float32", {}).get("size_bytes")
     for fmt, v in report["variants"].items():
         ver = v.get("verify", {})
         row = [fmt, _mb(v["size_bytes"]), f"{v['size_bytes'] / base:.2f}" if base else "-",
                f"{v['op_count']} ({v['int8_ops']})", "yes" if v["builtin_only"] else "NO",
-               f"{ver.get('max_abs', float('nan')):.2e}", f"{ver.get('strong_mean_abs', float('nan')):.2e}",
-               f"{ver.get('frame_agreement', float('nan')):.4f}", f"{ver.get('metrics', {}).get(m, float('nan')):.4f}",
-               f"{ver.get(f'{m}_delta', float('nan')):+.4f}"]
+               _figure(ver, "max_abs", ".2e"), _figure(ver, "agreement", ".4f"),
+               _figure(ver.get("metrics", {}), m, ".4f"), _figure(ver.get("metric_deltas", {}), m, "+.4f")]
         row += [f"{lat['p50_ms']:.1f} / {lat['p95_ms']:.1f}" for lat in v["latency"]]
         row += [f"{max(lat['peak_rss_mib'] for lat in v['latency']):.1f}"]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Per output (agreement: decisions at 0.5 for probabilities, exact sequences for token ids):", "",
+              "| variant | output | max abs | mean abs | agreement |", "|---|---|---|---|---|"]
+    for fmt, v in report["variants"].items():
+        for name, row in v.get("verify", {}).get("outputs", {}).items():
+            agree = row.get("decision_agreement", row.get("exact_match"))
+            lines.append(f"| {fmt} | {name} | {_figure(row, 'max_abs', '.2e')} | {_figure(row, 'mean_abs', '.2e')} "
+                         f"| {'-' if agree is None else format(agree, '.4f')} |")
     lines += ["", "Ops per variant:", ""]
     for fmt, v in report["variants"].items():
         body = f" (+{v['loop_body_ops']} ops in loop bodies, run once per step)" if v.get("loop_body_ops") else ""

@@ -1,11 +1,15 @@
 """JAX -> TFLite: jax2tf (StableHLO) -> tf.function -> TFLiteConverter, builtin ops only.
 
-Formats (fixed input (1, clip_samples) float32, float outputs in every variant):
+The converted model has one signature (``serving_default``): input ``INPUT_NAME``, shape
+``(1, *input_shape)`` float32, and one output per declared ``Output``, named after it, so a
+runtime reads outputs by name (``Interpreter.get_signature_runner()``), not by position or rank.
+
+Formats (float outputs in every variant; integer outputs, such as token ids, stay integer):
   float32       as trained.
   float16       weights stored in float16, dequantized at load; compute stays float32.
   int8_dynamic  dynamic-range: int8 weights, activations quantized on the fly per op.
-  int8          full integer with the front end kept in float: calibrated on the experiment's
-                training clips, then every op whose output tensor carries the front end's
+  int8          full integer with the front end kept in float: calibrated on the system's
+                training examples, then every op whose output tensor carries the front end's
                 ``jax.named_scope``, and every op upstream of one, is denylisted from
                 quantization (an int8 waveform or log-mel loses the quiet clips and bands
                 that the dB scale is there to keep); DIV ops stay float too (``FLOAT_OPS``).
@@ -22,7 +26,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from jaxaudio.errors import ExportError
-from jaxaudio.export.model import InferenceModel
+from jaxaudio.export.model import INPUT_NAME, InferenceModel, check_names
 
 FORMATS = ("float32", "float16", "int8_dynamic", "int8")
 
@@ -48,17 +52,21 @@ def require_toolchain():
 
 
 def tf_function(model: InferenceModel):
-    """A concrete tf.function ``waveform (1, clip_samples) -> {strong, weak}`` with the
-    variables baked in as constants."""
+    """A concrete tf.function ``inputs (1, *input_shape) -> {output name: tensor}`` with the
+    variables baked in as constants; ``fn``'s outputs are checked against the declared ones first."""
     tf, _ = require_toolchain()
     from jax.experimental import jax2tf
 
-    def forward(waveform):
-        return model.fn(model.variables, waveform)
+    model.check_outputs()
+    names = model.output_names
+
+    def forward(inputs):
+        out = model.fn(model.variables, inputs)
+        return {name: out[name] for name in names}
 
     converted = jax2tf.convert(forward, with_gradient=False)
     function = tf.function(converted, autograph=False, input_signature=[
-        tf.TensorSpec((1, model.clip_samples), tf.float32, name="waveform")])
+        tf.TensorSpec((1, *model.input_shape), tf.float32, name=INPUT_NAME)])
     try:
         return function, function.get_concrete_function()
     except Exception as err:  # jax2tf/StableHLO serialisation failed: name the primitive if we can
@@ -110,9 +118,37 @@ def _convert(model: InferenceModel, converter, fmt: str) -> bytes:
 def _converter(model: InferenceModel):
     tf, _ = require_toolchain()
     function, concrete = tf_function(model)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], function)
+    # A tf.Module (not the bare function) as the trackable object: the converter then goes through
+    # a SavedModel, which is what gives the .tflite file a signature with the outputs' names.
+    holder = tf.Module()
+    holder.serve = function
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex, no custom ops
     return converter
+
+
+SIGNATURE_KEY = "serving_default"
+
+
+def signature(model_bytes: bytes) -> dict[str, list[str]]:
+    """``{"inputs": [...], "outputs": [...]}`` names of the model's signature (an empty dict if none)."""
+    _, Interpreter = require_toolchain()
+    signatures = Interpreter(model_content=model_bytes).get_signature_list()
+    if len(signatures) != 1:
+        return {}
+    return next(iter(signatures.values()))
+
+
+def check_signature(model: InferenceModel, model_bytes: bytes, fmt: str) -> None:
+    """ExportError unless the converted model has one signature with input ``INPUT_NAME`` and exactly
+    the declared outputs (a missing or extra name is named)."""
+    sig = signature(model_bytes)
+    if not sig:
+        raise ExportError(f"{model.name} ({fmt}): the converted model has no single signature, so its outputs "
+                          "cannot be told apart by name")
+    if list(sig.get("inputs", [])) != [INPUT_NAME]:
+        raise ExportError(f"{model.name} ({fmt}): signature inputs {sig.get('inputs')}; expected [{INPUT_NAME!r}]")
+    check_names(model, sig.get("outputs", []), f"the {fmt} TFLite signature")
 
 
 def scoped_tensor_names(model_bytes: bytes, scope: str) -> list[str]:
@@ -152,12 +188,20 @@ def front_end_tensor_names(model_bytes: bytes, scope: str) -> list[str]:
 
 
 def strip_names(model_bytes: bytes) -> bytes:
-    """Drop tensor and subgraph names: the unrolled recurrence names thousands of tensors,
-    about a third of a small model's file, and a device needs none of them."""
+    """Drop tensor and subgraph names and the description, keeping the signature (whose input and
+    output names are what a runtime reads): the unrolled recurrence names thousands of tensors,
+    about a third of a small model's file, and a device needs none of them.
+
+    Why not ``flatbuffer_utils.strip_strings``: it also deletes the signature.
+    """
     from tensorflow.lite.tools import flatbuffer_utils
 
     flat = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
-    flatbuffer_utils.strip_strings(flat)
+    flat.description = None
+    for graph in flat.subgraphs:
+        graph.name = None
+        for tensor in graph.tensors:
+            tensor.name = None
     return bytes(flatbuffer_utils.convert_object_to_bytearray(flat))
 
 
@@ -177,9 +221,14 @@ def op_output_names(model_bytes: bytes, op_names: Iterable[str]) -> list[str]:
 
 def convert(model: InferenceModel, fmt: str, calibration: Optional[np.ndarray] = None, *,
             keep_names: bool = False) -> bytes:
-    """The ``.tflite`` bytes of ``model`` in ``fmt``; ``calibration`` (clips, samples) for int8."""
+    """The ``.tflite`` bytes of ``model`` in ``fmt``; ``calibration`` (n, *input_shape) for int8.
+
+    The result's signature is checked: input ``INPUT_NAME`` and exactly the declared outputs.
+    """
     data = _convert_format(model, fmt, calibration)
-    return data if keep_names else strip_names(data)
+    data = data if keep_names else strip_names(data)
+    check_signature(model, data, fmt)
+    return data
 
 
 def _convert_format(model: InferenceModel, fmt: str, calibration: Optional[np.ndarray]) -> bytes:
@@ -195,21 +244,24 @@ def _convert_format(model: InferenceModel, fmt: str, calibration: Optional[np.nd
     if fmt == "int8_dynamic":
         return _convert(model, converter, fmt)
     if calibration is None or len(calibration) == 0:
-        raise ExportError(f"{model.name} (int8): full-integer export needs calibration clips and the experiment "
+        raise ExportError(f"{model.name} (int8): full-integer export needs calibration examples and the system "
                           "provides none (InferenceModel.calibration)")
-    clips = np.asarray(calibration, np.float32)
-    converter.representative_dataset = lambda: ([clip[None]] for clip in clips)
+    examples = np.asarray(calibration, np.float32)
+    if examples.shape[1:] != model.input_shape:
+        raise ExportError(f"{model.name} (int8): calibration examples have shape {examples.shape}; expected "
+                          f"(n, {', '.join(map(str, model.input_shape))})")
+    converter.representative_dataset = lambda: ([example[None]] for example in examples)
     converter.experimental_new_quantizer = True
     converter._experimental_calibrate_only = True  # quantize ourselves, with the front end denylisted
     calibrated = _convert(model, converter, fmt)
-    keep_float = front_end_tensor_names(calibrated, model.frontend_scope)
-    front_end_found = bool(keep_float)
+    keep_float = front_end_tensor_names(calibrated, model.frontend_scope) if model.frontend_scope else []
+    if model.frontend_scope and not keep_float:
+        raise ExportError(f"{model.name} (int8): no tensor of the front end scope {model.frontend_scope!r} in the "
+                          "converted graph; wrap the front end in jax.named_scope so it can stay float (or set "
+                          "InferenceModel.frontend_scope='' for a model without a front end)")
     keep_float += op_output_names(calibrated, FLOAT_OPS)
     for scope in model.float_scopes:
         keep_float += scoped_tensor_names(calibrated, scope)
-    if not front_end_found:
-        raise ExportError(f"{model.name} (int8): no tensor of the front end scope {model.frontend_scope!r} in the "
-                          "converted graph; wrap the front end in jax.named_scope so it can stay float")
     from tensorflow.lite.python import convert as tflite_convert
     try:
         return tflite_convert.mlir_quantize(calibrated, denylisted_nodes=keep_float,

@@ -12,11 +12,11 @@ Input scaling happens inside the model, per example over (time, mel), like the b
 ``normtype: minmax``, which is our default; ``'standard'`` (mean/std, unbiased std as
 ``torch.std``) and ``'none'`` are available.
 
-Train/eval: explicit ``train`` argument (dropout on, BatchNorm batch statistics and running
-average updates); ``train=None`` (the default) follows NNX's ``model.train()`` /
-``model.eval()`` mode instead, so both calling styles work. Dropout keys come from ``rngs``
-(a PRNG key or ``nnx.Rngs``), which is required in train mode. The model holds no RNG state, so ``nnx.split`` gives only
-params and BatchNorm statistics.
+Train/eval: an explicit, required, keyword-only ``train`` (dropout on, BatchNorm batch
+statistics and running average updates), passed down to every layer; NNX's ``model.train()``
+/ ``model.eval()`` mode flags change nothing. Dropout keys come from ``rngs`` (a PRNG key or
+``nnx.Rngs``), which is required in train mode. The model holds no RNG state, so ``nnx.split``
+gives only params and BatchNorm statistics.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxaudio.errors import ConfigError
-from jaxaudio.nn.cnn import CNN, CNNConfig, as_rngs, resolve_train, torch_uniform
+from jaxaudio.nn.cnn import CNN, CNNConfig, as_rngs, torch_uniform
 from jaxaudio.nn.gru import GRU
 from jaxaudio.nn.pooling import attention_pooling
 
@@ -82,7 +82,7 @@ def instance_scale(feats: jax.Array, kind: str, eps: float) -> jax.Array:
 
 
 class CRNN(nnx.Module):
-    """``__call__(feats (batch, frames, mel), *, train=None, rngs=None)`` ->
+    """``__call__(feats (batch, frames, mel), *, train, rngs=None)`` ->
     ``{'strong': (batch, frames', classes), 'weak': (batch, classes)}``, both probabilities."""
 
     def __init__(self, cfg: CRNNConfig = CRNNConfig(), *, rngs: nnx.Rngs):
@@ -99,11 +99,10 @@ class CRNN(nnx.Module):
         if cfg.attention:
             self.dense_softmax = nnx.Linear(width, cfg.n_classes, kernel_init=init, bias_init=init, rngs=rngs)
 
-    def __call__(self, feats: jax.Array, *, train: bool | None = None, rngs=None) -> dict[str, jax.Array]:
+    def __call__(self, feats: jax.Array, *, train: bool, rngs=None) -> dict[str, jax.Array]:
         if feats.ndim != 3:
             raise ConfigError(f"CRNN input has shape {feats.shape}; expected (batch, frames, mel)")
         rngs = as_rngs(rngs)
-        train = resolve_train(train, self.dropout)
         if train and self.cfg.dropout > 0 and rngs is None:
             raise ConfigError(f"dropout={self.cfg.dropout} needs `rngs` (a key) when train=True")
         x = instance_scale(feats, self.cfg.input_norm, self.cfg.norm_eps)

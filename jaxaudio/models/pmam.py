@@ -25,14 +25,16 @@ with ``n_classes`` for fine-tuning, sharing the pool (the reference swaps ``clas
 between stages). The fusion weight trains only in the MLM stage in the reference; freezing it
 later is the optimizer's job (e.g. a param-group filter on ``fusion_weight``).
 
-Train/eval is an explicit ``train`` argument everywhere; ``rngs`` (a key or ``nnx.Rngs``)
-feeds dropout (the CNN's 0.5 in the paper config) and is required when ``train=True``. In
-train mode the CNN's BatchNorm statistics update in place, so a jit step should return the
-split state as the CRNN's does.
+Train/eval is an explicit, required, keyword-only ``train`` argument on every entry point
+(``gmm_features`` alone defaults to eval); NNX's ``model.train()`` / ``model.eval()`` mode
+flags change nothing. ``rngs`` (a key or ``nnx.Rngs``) feeds dropout (the CNN's 0.5 in the
+paper config) and is required when ``train=True``. In train mode the CNN's BatchNorm
+statistics update in place, so a jit step should return the split state as the CRNN's does.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -180,7 +182,7 @@ class PMAM(nnx.Module):
         self.at_class_head = _dense(dim, cfg.n_classes, rngs)
 
     # ------------------------------------------------------------------ encoder
-    def encode(self, mel: jax.Array, *, train: bool = False, rngs=None) -> dict[str, jax.Array]:
+    def encode(self, mel: jax.Array, *, train: bool, rngs=None) -> dict[str, jax.Array]:
         """``mel (batch, frames, n_mels)`` -> dict:
 
         ``fused (batch, pred_len, decoder_dim)``: the context network's input.
@@ -194,7 +196,8 @@ class PMAM(nnx.Module):
         vit_out = self.encoder(mel, train=train, rngs=rngs, return_layer=cfg.feature_layer)
         n_freq, n_time = self.encoder.grid_shape(mel.shape[1], train=train)
         patches = self.out_norm(vit_out["patch_tokens"])
-        frames = frequency_pool(patches, n_freq, n_time, mode="attention", pool_module=self.freq_pool)
+        frames = frequency_pool(patches, n_freq, n_time, mode="attention",
+                                pool_module=functools.partial(self.freq_pool, train=train, rngs=rngs))
         steps = cfg.pred_len // cfg.upsample
         if n_time > steps:
             raise ConfigError(
@@ -212,8 +215,8 @@ class PMAM(nnx.Module):
             "passt_final": vit_out["final"][:, NUM_PREFIX_TOKENS:],
         }
 
-    def _at_logits(self, passt_final: jax.Array, head: nnx.Linear) -> jax.Array:
-        return head(self.at_pool(passt_final))
+    def _at_logits(self, passt_final: jax.Array, head: nnx.Linear, *, train: bool, rngs=None) -> jax.Array:
+        return head(self.at_pool(passt_final, train=train, rngs=rngs))
 
     # ------------------------------------------------------------ pre-training
     def mlm_head(self, x: jax.Array) -> jax.Array:
@@ -221,7 +224,7 @@ class PMAM(nnx.Module):
         return self.mlm_out(exact_gelu(self.mlm_hidden(x)))
 
     def mam_forward(self, mel: jax.Array, mask: jax.Array, plan: ReplacementPlan | None = None, *,
-                    prototypes: jax.Array | None = None, train: bool = False, rngs=None) -> dict[str, jax.Array]:
+                    prototypes: jax.Array | None = None, train: bool, rngs=None) -> dict[str, jax.Array]:
         """Masked-audio-model pass.
 
         mask: ``(batch, pred_len)`` bool, the hidden frames (``nn.masking.block_mask``).
@@ -241,7 +244,7 @@ class PMAM(nnx.Module):
         plan = token_only_plan(mask) if plan is None else plan
         x = apply_replacement(enc["fused"], plan, self.mask_token[...])
         h = self.mlm_head(self.context(x, train=train, rngs=rngs))
-        at_logits = self._at_logits(enc["passt_final"], self.at_prototype_head)
+        at_logits = self._at_logits(enc["passt_final"], self.at_prototype_head, train=train, rngs=rngs)
         out = {
             "h": h,
             "at_logits": at_logits,
@@ -258,7 +261,7 @@ class PMAM(nnx.Module):
         return prototype_probs(h, prototypes, tau=self.cfg.tau, slope=self.cfg.leaky_slope)
 
     # ------------------------------------------------------------- fine-tuning
-    def sed_forward(self, mel: jax.Array, *, train: bool = False, rngs=None,
+    def sed_forward(self, mel: jax.Array, *, train: bool, rngs=None,
                     temperature: float = 1.0) -> dict[str, jax.Array]:
         """Unmasked pass for detection: ``strong (batch, pred_len, n_classes)`` = sigmoid(logits / temperature),
         ``weak (batch, n_classes)`` by linear-softmax pooling, ``weak_at (batch, n_classes)`` from the AT branch."""
@@ -266,11 +269,11 @@ class PMAM(nnx.Module):
         enc = self.encode(mel, train=train, rngs=rngs)
         x = self.context(enc["fused"], train=train, rngs=rngs)
         strong = jax.nn.sigmoid(self.classifier(x) / temperature)
-        weak_at = jax.nn.sigmoid(self._at_logits(enc["passt_final"], self.at_class_head))
+        weak_at = jax.nn.sigmoid(self._at_logits(enc["passt_final"], self.at_class_head, train=train, rngs=rngs))
         return {"strong": strong, "weak": linear_softmax_pooling(strong), "weak_at": weak_at}
 
     # ------------------------------------------------------- features for GMM
-    def context_features(self, mel: jax.Array, layer: int, *, train: bool = False, rngs=None) -> jax.Array:
+    def context_features(self, mel: jax.Array, layer: int, *, train: bool, rngs=None) -> jax.Array:
         """Output of context block ``layer`` (0-based, the reference's ``transformer_<layer>``) on
         unmasked input: ``(batch, pred_len, decoder_dim)``."""
         if not 0 <= layer < self.cfg.context_layers:
@@ -279,15 +282,16 @@ class PMAM(nnx.Module):
         x = self.encode(mel, train=train, rngs=rngs)["fused"]
         return self.context(x, train=train, rngs=rngs, stop_after=layer)
 
-    def gmm_features(self, mel: jax.Array, feature_layer: str = "after_interpolate") -> jax.Array:
-        """Frame features for prototype fitting, by the reference's layer names (eval mode).
+    def gmm_features(self, mel: jax.Array, feature_layer: str = "after_interpolate", *,
+                     train: bool = False, rngs=None) -> jax.Array:
+        """Frame features for prototype fitting, by the reference's layer names (eval mode by default).
 
         ``'after_interpolate'``: PaSST frames ``(batch, pred_len, vit.dim)``;
         ``'transformer_<i>'``: context block ``i`` ``(batch, pred_len, decoder_dim)``.
         """
         if feature_layer == "after_interpolate":
-            return self.encode(mel)["passt_frames"]
+            return self.encode(mel, train=train, rngs=rngs)["passt_frames"]
         prefix = "transformer_"
         if feature_layer.startswith(prefix) and feature_layer[len(prefix):].isdigit():
-            return self.context_features(mel, int(feature_layer[len(prefix):]))
+            return self.context_features(mel, int(feature_layer[len(prefix):]), train=train, rngs=rngs)
         raise ConfigError(f"feature_layer={feature_layer!r}; expected {GMM_FEATURE_LAYERS}")

@@ -17,10 +17,10 @@ average, so we pass ``1 - bn_momentum_torch`` (0.01). One small difference remai
 stores the unbiased batch variance in the running estimate, NNX the biased one (a factor
 n/(n-1) with n = batch*time*freq, negligible here).
 
-Train/eval is an explicit ``train`` argument (dropout on, batch statistics used and the
-running averages updated) so a jit step can call ``model(x, train=True, rngs=key)``;
-``train=None`` follows NNX's mode as set by ``model.train()`` / ``model.eval()`` (see
-``resolve_train``).
+Train/eval is an explicit, required ``train`` argument (dropout on, batch statistics used and
+the running averages updated), passed down to every block as ``deterministic=not train`` /
+``use_running_average=not train``, so a jit step calls ``model(x, train=True, rngs=key)`` and
+NNX's ``model.train()`` / ``model.eval()`` mode flags change nothing.
 """
 from __future__ import annotations
 
@@ -55,13 +55,6 @@ def as_rngs(rngs) -> nnx.Rngs | None:
     if rngs is None or isinstance(rngs, nnx.Rngs):
         return rngs
     return nnx.Rngs(dropout=rngs)
-
-
-def resolve_train(train: bool | None, dropout: nnx.Dropout) -> bool:
-    """An explicit ``train`` wins; ``None`` reads the mode ``model.train()/.eval()`` left on dropout."""
-    if train is None:
-        return not dropout.deterministic
-    return bool(train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +172,8 @@ class CNN(nnx.Module):
             [ConvBlock(i, o, p, cfg, rngs=rngs) for i, o, p in zip(ins, cfg.channels, cfg.pooling)]
         )
 
-    def __call__(self, x: jax.Array, *, train: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, rngs=None) -> jax.Array:
         rngs = as_rngs(rngs)
-        train = resolve_train(train, self.blocks[0].dropout)
         if x.ndim == 3:
             x = x[..., None]
         if x.ndim != 4 or x.shape[-1] != self.cfg.n_in_channel:

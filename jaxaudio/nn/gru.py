@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxaudio.errors import ConfigError
-from jaxaudio.nn.cnn import as_rngs, resolve_train, torch_uniform
+from jaxaudio.nn.cnn import as_rngs, torch_uniform
 
 
 def gru_step(h, xp_t, w_hh, b_hh):
@@ -122,10 +122,9 @@ class GRU(nnx.Module):
         self.dropout_rate = dropout
         self.dropout = nnx.Dropout(dropout)
 
-    def __call__(self, x: jax.Array, *, train: bool | None = None, rngs=None) -> jax.Array:
-        """``train=None`` follows ``model.train()/.eval()`` (a fresh module is in train mode)."""
+    def __call__(self, x: jax.Array, *, train: bool, rngs=None) -> jax.Array:
+        """``train``: dropout between layers on (needs ``rngs``)."""
         rngs = as_rngs(rngs)
-        train = resolve_train(train, self.dropout)
         needs_rng = train and self.dropout_rate > 0 and len(self.layers) > 1
         if needs_rng and rngs is None:
             raise ConfigError(f"dropout_recurrent={self.dropout_rate} needs `rngs` when train=True")

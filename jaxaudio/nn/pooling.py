@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxaudio.errors import ConfigError
+from jaxaudio.nn import attention
 from jaxaudio.nn.cnn import torch_uniform
 
 CLAMP_MIN = 1e-7
@@ -49,7 +50,8 @@ class AttentionPool(nnx.Module):
     """Multi-head attention of one learned query over ``n`` items: ``(..., n, dim) -> (..., dim)``.
 
     Layout follows ``torch.nn.MultiheadAttention``: q/k/v projections with bias, softmax of
-    ``q.k / sqrt(head_dim)`` over the items per head, heads concatenated, output projection.
+    ``q.k / sqrt(head_dim)`` (float32) over the items per head through ``attention.attend``,
+    heads concatenated, output projection.
     Query initialised N(0, 0.02) like Transformer4SED's ``f_att_token``.
     """
 
@@ -65,13 +67,12 @@ class AttentionPool(nnx.Module):
 
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = dense(), dense(), dense(), dense()
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, rngs=None) -> jax.Array:
+        """``train`` / ``rngs`` are the common call convention; the pool has no dropout."""
         *lead, n, dim = x.shape
         heads, hd = self.num_heads, dim // self.num_heads
         q = self.q_proj(self.query[...]).reshape(heads, hd)
         k = self.k_proj(x).reshape(*lead, n, heads, hd)
         v = self.v_proj(x).reshape(*lead, n, heads, hd)
-        scores = jnp.einsum("hd,...nhd->...hn", q, k) / jnp.sqrt(jnp.asarray(hd, x.dtype))
-        weights = jax.nn.softmax(scores, axis=-1)
-        pooled = jnp.einsum("...hn,...nhd->...hd", weights, v).reshape(*lead, dim)
-        return self.out_proj(pooled)
+        pooled = attention.attend(q, k, v, train=train, rngs=rngs, single_query=True)  # (..., heads, hd)
+        return self.out_proj(pooled.reshape(*lead, dim))

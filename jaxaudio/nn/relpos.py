@@ -12,7 +12,8 @@ Follows the ESPnet/icefall ``RelPositionMultiheadAttention`` used by Transformer
 * ``score[i, j] = ((q_i + u) . k_j + (q_i + v) . R_{i-j}) / sqrt(d_head)`` with
   ``R = linear_pos(table)`` (no bias) split into heads, and ``u = pos_bias_u``,
   ``v = pos_bias_v`` learned per head; ``rel_shift`` realigns the ``(T, 2T-1)`` position
-  scores to ``(T, T)``.
+  scores to ``(T, T)``. The scores go through the package's one attention core,
+  ``attention.attend(q + u, k, v, bias=position_scores)``; the MLP is ``attention.MLP``.
 * ``ContextNetwork`` multiplies its input by ``sqrt(dim)`` before the first block, as the
   reference's ``RelPositionalEncoding.forward`` does (``x * xscale``) — the position
   information itself enters only through the attention scores, never added to ``x``.
@@ -44,8 +45,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxaudio.errors import ConfigError
+from jaxaudio.nn import attention
 from jaxaudio.nn.cnn import as_rngs
-from jaxaudio.nn.activations import exact_gelu
 
 
 def sinusoidal_relative_table(length: int, dim: int, dtype=jnp.float32) -> jax.Array:
@@ -106,21 +107,25 @@ class RelPositionMultiHeadAttention(nnx.Module):
         self.linear_pos = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
         self.pos_bias_u = nnx.Param(_xavier_uniform_heads(rngs.params(), (num_heads, self.head_dim)))
         self.pos_bias_v = nnx.Param(_xavier_uniform_heads(rngs.params(), (num_heads, self.head_dim)))
-        self.dropout = nnx.Dropout(dropout)
+        self.dropout_rate = float(dropout)
 
-    def attention_logits(self, x: jax.Array, pos_table: jax.Array) -> jax.Array:
-        """``(batch, heads, T, T)`` float32 scores before masking; ``pos_table`` is ``(2T-1, dim)``."""
+    def _scores(self, x: jax.Array, pos_table: jax.Array):
+        """``(q + u, k, position scores (batch, heads, T, T))``: what ``attention.attend`` takes."""
         batch, time, _ = x.shape
         heads, hd = self.num_heads, self.head_dim
         q = self.query(x).reshape(batch, time, heads, hd)
         k = self.key(x).reshape(batch, time, heads, hd)
         p = self.linear_pos(pos_table.astype(x.dtype)).reshape(2 * time - 1, heads, hd)
-        content = jnp.einsum("bihd,bjhd->bhij", q + self.pos_bias_u[...], k)
         position = rel_shift(jnp.einsum("bihd,rhd->bhir", q + self.pos_bias_v[...], p))
-        return (content + position).astype(jnp.float32) / math.sqrt(hd)
+        return q + self.pos_bias_u[...], k, position
+
+    def attention_logits(self, x: jax.Array, pos_table: jax.Array) -> jax.Array:
+        """``(batch, heads, T, T)`` float32 scores before masking; ``pos_table`` is ``(2T-1, dim)``."""
+        q_u, k, position = self._scores(x, pos_table)
+        return attention.attention_logits(q_u, k, bias=position)
 
     def __call__(self, x: jax.Array, pos_table: jax.Array, mask: jax.Array | None = None,
-                 attn_mask: jax.Array | None = None, *, train: bool = False, rngs=None) -> jax.Array:
+                 attn_mask: jax.Array | None = None, *, train: bool, rngs=None) -> jax.Array:
         """x ``(batch, time, dim)``; pos_table ``(2*time-1, dim)`` from ``sinusoidal_relative_table``.
 
         mask: ``(batch, time)`` bool, True on real frames (padded keys get weight 0).
@@ -129,36 +134,19 @@ class RelPositionMultiHeadAttention(nnx.Module):
         bias (the reference zeroes such rows only when both masks are given, else gives NaN).
         """
         batch, time, dim = x.shape
-        logits = self.attention_logits(x, pos_table)
-        allowed = jnp.ones((1, 1, time, time), bool)
-        if mask is not None:
-            allowed = allowed & mask[:, None, None, :].astype(bool)
-        if attn_mask is not None:
-            am = attn_mask.astype(bool)
-            allowed = allowed & (am[None, None] if am.ndim == 2 else am[None])
+        allowed = None
         if mask is not None or attn_mask is not None:
-            logits = jnp.where(allowed, logits, -jnp.inf)
-            weights = jax.nn.softmax(logits, axis=-1)
-            weights = jnp.where(allowed, weights, 0.0)
-        else:
-            weights = jax.nn.softmax(logits, axis=-1)
-        weights = self.dropout(weights.astype(x.dtype), deterministic=not train, rngs=as_rngs(rngs))
+            allowed = jnp.ones((1, 1, time, time), bool)
+            if mask is not None:
+                allowed = allowed & attention.key_padding_mask(mask.astype(bool))
+            if attn_mask is not None:
+                am = attn_mask.astype(bool)
+                allowed = allowed & (am[None, None] if am.ndim == 2 else am[None])
+        q_u, k, position = self._scores(x, pos_table)
         v = self.value(x).reshape(batch, time, self.num_heads, self.head_dim)
-        y = jnp.einsum("bhij,bjhd->bihd", weights, v).reshape(batch, time, dim)
-        return self.out(y)
-
-
-class FeedForward(nnx.Module):
-    """timm ``Mlp``: fc_in -> exact GELU -> dropout -> fc_out -> dropout."""
-
-    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0, rngs: nnx.Rngs):
-        self.fc_in = nnx.Linear(dim, hidden, rngs=rngs)
-        self.fc_out = nnx.Linear(hidden, dim, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout)
-
-    def __call__(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
-        h = self.dropout(exact_gelu(self.fc_in(x)), deterministic=not train, rngs=rngs)
-        return self.dropout(self.fc_out(h), deterministic=not train, rngs=rngs)
+        y = attention.attend(q_u, k, v, bias=position, mask=allowed, dropout_rate=self.dropout_rate, train=train,
+                             rngs=as_rngs(rngs), weights_dtype=x.dtype)
+        return self.out(y.reshape(batch, time, dim))
 
 
 class TransformerXLBlock(nnx.Module):
@@ -169,10 +157,11 @@ class TransformerXLBlock(nnx.Module):
         self.norm1 = nnx.LayerNorm(dim, epsilon=norm_eps, rngs=rngs)
         self.attention = RelPositionMultiHeadAttention(dim, num_heads, dropout=attention_dropout, rngs=rngs)
         self.norm2 = nnx.LayerNorm(dim, epsilon=norm_eps, rngs=rngs)
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio), dropout=dropout, rngs=rngs)
+        # timm ``Mlp``: fc_in -> exact GELU -> dropout -> fc_out -> dropout
+        self.mlp = attention.MLP(dim, int(dim * mlp_ratio), dropout=dropout, out_dropout=True, rngs=rngs)
 
     def __call__(self, x: jax.Array, pos_table: jax.Array, mask: jax.Array | None = None,
-                 attn_mask: jax.Array | None = None, *, train: bool = False, rngs=None) -> jax.Array:
+                 attn_mask: jax.Array | None = None, *, train: bool, rngs=None) -> jax.Array:
         rngs = as_rngs(rngs)
         x = self.norm1(x)
         x = x + self.attention(x, pos_table, mask, attn_mask, train=train, rngs=rngs)
@@ -197,7 +186,7 @@ class ContextNetwork(nnx.Module):
         ])
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, attn_mask: jax.Array | None = None,
-                 *, train: bool = False, rngs=None, stop_after: int | None = None) -> jax.Array:
+                 *, train: bool, rngs=None, stop_after: int | None = None) -> jax.Array:
         """``stop_after=i`` returns the output of block ``i`` (0-based): features of an
         intermediate layer, e.g. for fitting prototypes on ``transformer_i``."""
         rngs = as_rngs(rngs)

@@ -23,9 +23,10 @@ Blocks are pre-norm ViT blocks (``x + attn(norm1 x)``, ``x + mlp(norm2 x)``, Lay
 1e-6, exact GELU). Their dense layers are ``LoRALinear`` (rank 0 = plain dense); with
 ``lora_rank > 0`` every block linear in ``lora_targets`` gets an adapter, like
 Transformer4SED's PaSST-LoRA (qkv, proj, fc1, fc2; r=8, alpha=1 in PMAM). Freeze the
-rest with ``jaxaudio.nn.lora.lora_param_groups``. The blocks are written here rather than
-taken from ``nn/attention.py`` because they need LoRA layers and an explicit ``train`` flag
-for dropout; parameter names are the same, so the same sharding rules apply.
+rest with ``jaxaudio.nn.lora.lora_param_groups``. The blocks are ``nn/attention.py``'s
+``TransformerBlock`` (so their attention goes through the one core, ``attention.attend``) with
+a ``LoRALinear`` projection factory; parameter names are the same, so the same sharding rules
+and the PaSST converter apply.
 
 Outputs of ``ViT.__call__`` (a dict):
   ``tokens``        ``(batch, 2 + n, dim)`` output of block ``return_layer`` (1-based, *before*
@@ -65,7 +66,6 @@ Weight conversion from ``hear21passt`` / Transformer4SED ``PaSST`` (torch Linear
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -74,8 +74,8 @@ from flax import nnx
 
 from jaxaudio.errors import ConfigError
 from jaxaudio.nn.cnn import as_rngs, torch_uniform
+from jaxaudio.nn.attention import TransformerBlock
 from jaxaudio.nn.lora import LoRALinear
-from jaxaudio.nn.activations import exact_gelu
 
 NUM_PREFIX_TOKENS = 2  # cls, dist
 LORA_TARGETS = ("query", "key", "value", "out", "fc_in", "fc_out")
@@ -171,69 +171,22 @@ class PatchEmbed(nnx.Module):
         return self.proj(image)
 
 
-class ViTAttention(nnx.Module):
-    """Multi-head self-attention with (optionally LoRA-adapted) query/key/value/out projections."""
+def _block_dense(cfg: ViTConfig, rngs: nnx.Rngs):
+    """The blocks' projection factory: ``LoRALinear`` (rank 0 = plain dense) with N(0, 0.02) kernels."""
 
-    def __init__(self, cfg: ViTConfig, *, rngs: nnx.Rngs):
-        self.num_heads = cfg.num_heads
-        self.head_dim = cfg.dim // cfg.num_heads
+    def dense(name: str, fan_in: int, fan_out: int, *, use_bias: bool = True) -> LoRALinear:
+        rank = cfg.lora_rank if name in cfg.lora_targets else 0
+        return LoRALinear(fan_in, fan_out, rank=rank, alpha=cfg.lora_alpha, use_bias=use_bias,
+                          kernel_init=_normal02, rngs=rngs)
 
-        def dense(name, use_bias=True):
-            rank = cfg.lora_rank if name in cfg.lora_targets else 0
-            return LoRALinear(cfg.dim, cfg.dim, rank=rank, alpha=cfg.lora_alpha, use_bias=use_bias,
-                              kernel_init=_normal02, rngs=rngs)
-
-        self.query = dense("query", cfg.qkv_bias)
-        self.key = dense("key", cfg.qkv_bias)
-        self.value = dense("value", cfg.qkv_bias)
-        self.out = dense("out")
-        self.attention_dropout = nnx.Dropout(cfg.attention_dropout)
-
-    def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
-        batch, n, dim = x.shape
-        q = self.query(x).reshape(batch, n, self.num_heads, self.head_dim)
-        k = self.key(x).reshape(batch, n, self.num_heads, self.head_dim)
-        v = self.value(x).reshape(batch, n, self.num_heads, self.head_dim)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(self.head_dim)
-        weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
-        weights = self.attention_dropout(weights, deterministic=not train, rngs=rngs)
-        return self.out(jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, n, dim))
+    return dense
 
 
-class ViTMLP(nnx.Module):
-    """fc_in -> exact GELU -> dropout -> fc_out (timm ``Mlp``; the outer dropout is in the block)."""
-
-    def __init__(self, cfg: ViTConfig, *, rngs: nnx.Rngs):
-        hidden = int(cfg.dim * cfg.mlp_ratio)
-
-        def dense(name, fan_in, fan_out):
-            rank = cfg.lora_rank if name in cfg.lora_targets else 0
-            return LoRALinear(fan_in, fan_out, rank=rank, alpha=cfg.lora_alpha, kernel_init=_normal02, rngs=rngs)
-
-        self.fc_in = dense("fc_in", cfg.dim, hidden)
-        self.fc_out = dense("fc_out", hidden, cfg.dim)
-        self.dropout = nnx.Dropout(cfg.dropout)
-
-    def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
-        h = self.dropout(exact_gelu(self.fc_in(x)), deterministic=not train, rngs=rngs)
-        return self.fc_out(h)
-
-
-class ViTBlock(nnx.Module):
-    """Pre-norm block: ``x + drop(attn(norm1 x))`` then ``x + drop(mlp(norm2 x))``."""
-
-    def __init__(self, cfg: ViTConfig, *, rngs: nnx.Rngs):
-        self.norm1 = nnx.LayerNorm(cfg.dim, epsilon=cfg.norm_eps, rngs=rngs)
-        self.attention = ViTAttention(cfg, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(cfg.dim, epsilon=cfg.norm_eps, rngs=rngs)
-        self.mlp = ViTMLP(cfg, rngs=rngs)
-        self.dropout = nnx.Dropout(cfg.dropout)
-
-    def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
-        x = x + self.dropout(self.attention(self.norm1(x), train=train, rngs=rngs),
-                             deterministic=not train, rngs=rngs)
-        return x + self.dropout(self.mlp(self.norm2(x), train=train, rngs=rngs),
-                                deterministic=not train, rngs=rngs)
+def vit_block(cfg: ViTConfig, *, rngs: nnx.Rngs) -> TransformerBlock:
+    """One pre-norm ViT block: ``x + drop(attn(norm1 x))`` then ``x + drop(mlp(norm2 x))``."""
+    return TransformerBlock(cfg.dim, cfg.num_heads, int(cfg.dim * cfg.mlp_ratio), dropout=cfg.dropout,
+                            attention_dropout=cfg.attention_dropout, norm_eps=cfg.norm_eps, qkv_bias=cfg.qkv_bias,
+                            dense=_block_dense(cfg, rngs), rngs=rngs)
 
 
 def _kept_sorted(key: jax.Array, total: int, keep: int) -> jax.Array:
@@ -253,10 +206,10 @@ class ViT(nnx.Module):
         self.freq_pos_embed = nnx.Param(_normal02(rngs.params(), (1, cfg.freq_patches, 1, cfg.dim)))
         self.time_pos_embed = nnx.Param(_normal02(rngs.params(), (1, 1, cfg.time_patches, cfg.dim)))
         self.token_dropout = nnx.Dropout(cfg.dropout)
-        self.blocks = nnx.List([ViTBlock(cfg, rngs=rngs) for _ in range(cfg.depth)])
+        self.blocks = nnx.List([vit_block(cfg, rngs=rngs) for _ in range(cfg.depth)])
         self.norm = nnx.LayerNorm(cfg.dim, epsilon=cfg.norm_eps, rngs=rngs)
 
-    def grid_shape(self, frames: int, *, train: bool = False) -> tuple[int, int]:
+    def grid_shape(self, frames: int, *, train: bool) -> tuple[int, int]:
         """Static ``(F', T')`` of the patch grid after cutting and structured patchout."""
         cfg = self.cfg
         t = min(cfg.patches(frames), cfg.time_patches)
@@ -264,7 +217,7 @@ class ViT(nnx.Module):
             return cfg.freq_patches - cfg.patchout_freq, t - cfg.patchout_time
         return cfg.freq_patches, t
 
-    def embed(self, mel: jax.Array, *, train: bool = False, rngs=None) -> dict:
+    def embed(self, mel: jax.Array, *, train: bool, rngs=None) -> dict:
         """Patches + positions, patchout, prefix tokens: ``tokens (batch, 2 + n, dim)`` and kept indices."""
         cfg = self.cfg
         if mel.ndim != 3 or mel.shape[2] != cfg.n_mels:
@@ -274,7 +227,7 @@ class ViT(nnx.Module):
         rngs = as_rngs(rngs)
         needs_key = train and (cfg.patchout_time or cfg.patchout_freq or cfg.patchout_unstructured
                                or cfg.dropout or cfg.attention_dropout
-                               or self.grid_shape(mel.shape[1])[1] < cfg.time_patches)
+                               or self.grid_shape(mel.shape[1], train=False)[1] < cfg.time_patches)
         if needs_key and rngs is None:
             raise ConfigError("ViT with train=True needs `rngs` (a key) for patchout / dropout / position offset")
 
@@ -317,7 +270,7 @@ class ViT(nnx.Module):
         out["tokens"] = self.token_dropout(tokens, deterministic=not train, rngs=rngs)
         return out
 
-    def __call__(self, mel: jax.Array, *, train: bool = False, rngs=None, return_layer: int | None = -1,
+    def __call__(self, mel: jax.Array, *, train: bool, rngs=None, return_layer: int | None = -1,
                  stop_at_layer: bool = False) -> dict:
         """See the module docstring; ``return_layer=-1`` (default) means ``cfg.out_layer``."""
         cfg = self.cfg
@@ -346,9 +299,10 @@ def frequency_pool(tokens: jax.Array, n_freq: int, n_time: int, *, mode: str = "
                    pool_module=None) -> jax.Array:
     """Patch tokens ``(batch, n_freq*n_time, dim)`` (frequency-major) -> ``(batch, n_time, dim)``.
 
-    ``'mean'``: average over the frequency patches (MAT-SED). ``'attention'``: ``pool_module``
-    (e.g. ``jaxaudio.nn.pooling.AttentionPool``, PMAM: 6 heads) attends over the ``n_freq``
-    patches of each time step.
+    ``'mean'``: average over the frequency patches (MAT-SED). ``'attention'``: ``pool_module``,
+    a callable ``(batch, n_time, n_freq, dim) -> (batch, n_time, dim)`` with its ``train`` flag
+    already bound (e.g. ``functools.partial(AttentionPool(...), train=train)``; PMAM: 6 heads),
+    attends over the ``n_freq`` patches of each time step.
     """
     batch, n, dim = tokens.shape
     if n != n_freq * n_time:

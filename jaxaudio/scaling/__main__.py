@@ -1,7 +1,10 @@
-"""Command line for the scaling study.
+"""Command line for the scaling study of the library's own cases (``vit``).
 
-    python -m jaxaudio.scaling --exp crnn --devices 1,2,4,8 --strategies dp,fsdp,dp_fsdp \
+    python -m jaxaudio.scaling --exp vit --devices 1,2,4,8 --strategies dp,fsdp,dp_fsdp \
         [--preset tiny] [--out benchmarks/results] [--accelerators v4,v5e,v5p,v6e,h100,h200] [--fast-compile]
+
+An experiment's cases run through its System: ``python experiments/run.py --exp=pmam
+--mode=scale --simulate 8`` (same options).
 
 On a CPU-only machine pass ``--simulate 8`` (or set
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``) to get 8 simulated devices; the
@@ -24,13 +27,14 @@ def _names(text: str) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jaxaudio.scaling", description=__doc__.split("\n")[0])
-    p.add_argument("--exp", default="crnn", help="registered case (jaxaudio.scaling.study.CASES)")
+    p.add_argument("--exp", default="vit", help="a library case (jaxaudio.scaling.study.CASES)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--devices", default="1,2,4,8", type=_ints)
     p.add_argument("--strategies", default="dp,fsdp,dp_fsdp", type=_names)
     p.add_argument("--accelerators", default="v4,v5e,v5p,v6e,h100,h200", type=_names)
     p.add_argument("--mfu", default=0.5, type=float, help="assumed model-FLOPs utilisation for predictions")
-    p.add_argument("--time-steps", default=None, type=int, help="steps to time per mesh (default: 10 on TPU/GPU, 0 on CPU)")
+    p.add_argument("--time-steps", default=None, type=int,
+                   help="steps to time per mesh (default: 10 on TPU/GPU, 0 on CPU)")
     p.add_argument("--simulate", default=0, type=int, help="CPU only: force this many simulated host devices")
     p.add_argument("--fast-compile", action="store_true",
                    help="CPU: skip LLVM's costly passes (same optimized HLO and figures; compile_s not comparable)")

@@ -17,10 +17,9 @@ Strategies (mesh ``(data, fsdp, tensor)`` for ``n`` devices):
   tp       (1, 1, n)
 Meshes that coincide (all strategies at n = 1) are compiled once.
 
-Experiments come from ``CASES``, a small registry: ``@register_case("name")`` on a function
-``(preset) -> Case``. The ``crnn``, ``pmam`` (masked-audio-model pre-training) and
-``pmam_finetune`` entries wire the experiments' own networks, losses and optimizers; ``vit``
-is a plain PaSST-style tagger.
+An experiment hands its own ``Case`` to ``run_study(..., case=...)`` (its System's
+``scaling_cases``; ``experiments/run.py --mode=scale``): the library never imports the
+experiments. ``CASES`` holds the library's own cases (``vit``, a plain PaSST-style tagger).
 """
 from __future__ import annotations
 
@@ -93,45 +92,6 @@ def get_case(name: str, preset: str = "tiny") -> Case:
 
 # ----------------------------------------------------------------------------- registry
 
-@register_case("crnn")
-def crnn_case(preset: str = "tiny", mixup: bool = True) -> Case:
-    """The DCASE CRNN with the experiment's mean-teacher loss and augmentations.
-
-    Rows split 1/2 strong, 1/4 weak, 1/4 unlabeled (the experiment mixes within each part).
-    ``mixup=False`` drops the one augmentation that couples rows (a batch permutation, which
-    needs activations from other devices) to isolate the parameter traffic.
-    """
-    from experiments.configs import crnn as crnn_config  # wiring lives in experiments/
-    from experiments.systems import crnn as crnn_system
-    from jaxaudio.data.desed import DESED_CLASSES
-    from jaxaudio.models.crnn import CRNN
-
-    config = crnn_config.get_config(preset)
-    if not mixup:
-        config.train.mixup_prob = 0.0
-    fe = crnn_system.frontend_config(config)
-    mcfg = crnn_system.model_config(config)
-    samples = int(round(config.data.clip_seconds * config.data.sample_rate))
-    frames = mcfg.cnn.output_frames(fe.num_frames(samples))
-    classes = len(DESED_CLASSES)
-
-    def loss_fn_for(batch: int):
-        if batch % 4:
-            raise ConfigError(f"crnn scaling case: global batch {batch} must divide by 4 (strong/weak/unlabeled)")
-        segments = [(0, batch // 2), (batch // 2, 3 * batch // 4), (3 * batch // 4, batch)]
-        return crnn_system.make_loss_fn(config, fe, segments)
-
-    def batch_spec(batch: int):
-        return {"audio": ((batch, samples), jnp.float32), "strong": ((batch, frames, classes), jnp.float32),
-                "weak": ((batch, classes), jnp.float32), "has_strong": ((batch,), jnp.bool_),
-                "has_weak": ((batch,), jnp.bool_)}
-
-    t = config.train
-    tx = make_optimizer([], {"lr": t.lr}, t.clip_norm, t.steps)
-    return Case(f"crnn/{preset}", lambda: CRNN(mcfg, rngs=nnx.Rngs(config.seed)), loss_fn_for, batch_spec, tx,
-                per_device_batch=4, with_teacher=True, ema_decay=t.ema_decay)
-
-
 class _ViTTagger(nnx.Module):
     """ViT encoder -> mean over patch tokens -> clip logits ``(batch, classes)``."""
 
@@ -141,7 +101,7 @@ class _ViTTagger(nnx.Module):
         self.encoder = ViT(cfg, rngs=rngs)
         self.head = nnx.Linear(cfg.dim, classes, rngs=rngs)
 
-    def __call__(self, mel, *, train: bool = False, rngs=None):
+    def __call__(self, mel, *, train: bool, rngs=None):
         tokens = self.encoder(mel, train=train, rngs=rngs, return_layer=None)["patch_tokens"]
         return self.head(tokens.mean(axis=1))
 
@@ -176,79 +136,6 @@ def vit_case(preset: str = "tiny") -> Case:
     tx = make_optimizer([], {"lr": 1e-3}, 1.0, 1000)
     return Case(f"vit/{preset}", lambda: _ViTTagger(cfg, classes, rngs=nnx.Rngs(0)), loss_fn_for, batch_spec, tx,
                 per_device_batch=per_device)
-
-
-def _pmam_parts(preset: str):
-    """(config, front end, model config, samples per clip) of the PMAM experiment."""
-    from experiments.configs import pmam as pmam_config  # wiring lives in experiments/
-    from experiments.systems import pmam_model
-
-    config = pmam_config.get_config(preset)
-    fe = pmam_model.frontend_config(config)
-    mcfg = pmam_model.model_config(config)
-    samples = int(round(config.data.clip_seconds * config.data.sample_rate))
-    return config, fe, mcfg, samples
-
-
-@register_case("pmam")
-def pmam_case(preset: str = "tiny") -> Case:
-    """PMAM masked-audio-model pre-training (``round<r>/pretrain``): the experiment's network,
-    loss and optimizer, with fixed random prototypes standing in for the fitted GMM means.
-
-    Batch: ``audio (B, samples)`` and soft pseudo labels ``gamma (B, frames, K)``. Two rows per
-    device, so 8 devices hold the tiny preset's pre-training batch of 16. The masking step
-    replaces some hidden frames by frames drawn from the *whole* batch, so every step also
-    all-gathers the fused frames (and all-reduces their gradient): activation traffic that
-    grows with the global batch (tests/scaling/test_pmam_study.py has the closed form).
-    """
-    from experiments.systems import pmam as pmam_system
-    from experiments.systems import pmam_model
-
-    config, fe, mcfg, samples = _pmam_parts(preset)
-    frames, k = config.model.frames, config.model.n_prototypes
-    prototypes = np.random.default_rng(config.seed).normal(size=(k, mcfg.prototype_dim)).astype(np.float32)
-
-    def loss_fn_for(_batch: int):
-        return pmam_system.pretrain_loss_fn(config, fe, prototypes)
-
-    def batch_spec(batch: int):
-        return {"audio": ((batch, samples), jnp.float32), "gamma": ((batch, frames, k), jnp.float32)}
-
-    tx = pmam_system.stage_plan(config, "round1/pretrain")["tx"]
-    note = ("Besides the gradients, every step all-gathers the fused frames (global batch x "
-            f"{frames} x {config.model.decoder_dim} floats) for the random donor frames of the masking, and "
-            "all-reduces their gradient: the AG and part of the AR in the DP rows. FSDP shards only the "
-            "parameters of at least 2**14 elements (here the patch embedding and the last CNN kernel); "
-            "tests/scaling/test_pmam_study.py derives every figure in closed form.")
-    return Case(f"pmam/{preset}", lambda: pmam_model.build_model(config), loss_fn_for, batch_spec, tx,
-                per_device_batch=2, note=note)
-
-
-@register_case("pmam_finetune")
-def pmam_finetune_case(preset: str = "tiny") -> Case:
-    """PMAM fine-tuning stage 2 (all parameters, mean teacher): rows split 1/2 strong, 1/4 weak,
-    1/4 unlabeled as in the crnn case; mixup permutes rows inside each part."""
-    from experiments.systems import pmam as pmam_system
-    from experiments.systems import pmam_model
-    from jaxaudio.data.desed import DESED_CLASSES
-
-    config, fe, mcfg, samples = _pmam_parts(preset)
-    frames, classes = config.model.frames, len(DESED_CLASSES)
-
-    def loss_fn_for(batch: int):
-        if batch % 4:
-            raise ConfigError(f"pmam_finetune scaling case: global batch {batch} must divide by 4")
-        segments = [(0, batch // 2), (batch // 2, 3 * batch // 4), (3 * batch // 4, batch)]
-        return pmam_system.finetune_loss_fn(config, fe, segments, stage=2)
-
-    def batch_spec(batch: int):
-        return {"audio": ((batch, samples), jnp.float32), "strong": ((batch, frames, classes), jnp.float32),
-                "weak": ((batch, classes), jnp.float32), "has_strong": ((batch,), jnp.bool_),
-                "has_weak": ((batch,), jnp.bool_)}
-
-    tx = pmam_system.stage_plan(config, "finetune2")["tx"]
-    return Case(f"pmam_finetune/{preset}", lambda: pmam_model.build_model(config), loss_fn_for, batch_spec, tx,
-                per_device_batch=4, with_teacher=True, ema_decay=config.finetune.ema_decay)
 
 
 # ----------------------------------------------------------------------------- meshes
@@ -293,7 +180,8 @@ def _collective_groups(ops: Sequence[hlo.CollectiveOp]) -> list[dict]:
 
 
 def _abstract_batch(case: Case, batch: int, sharding) -> dict:
-    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in case.batch_spec(batch).items()}
+    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+            for k, (shape, dtype) in case.batch_spec(batch).items()}
 
 
 def _random_batch(case: Case, batch: int, sharding, seed: int = 0) -> dict:

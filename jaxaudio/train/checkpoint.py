@@ -37,7 +37,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxaudio.errors import CheckpointError
 from jaxaudio.train.sharding import path_parts
-from jaxaudio.train.state import TrainState
+from jaxaudio.train.state import FIELDS, TrainState
 
 _STATE = "state"
 _EXTRA = "extra"
@@ -119,7 +119,7 @@ def _with_other_fields(saved: dict, wanted: dict, only: Optional[tuple[str, ...]
 
 
 # The fields a later stage or an exporter needs: no optimizer state, no RNG.
-WEIGHTS = ("step", "params", "model_state", "teacher")
+WEIGHTS = ("step", "params", "model_state", "teacher", "masks")
 
 
 def abstract_like(state: TrainState) -> TrainState:
@@ -245,7 +245,7 @@ class Checkpointer:
         """
         if only is not None:
             abstract_state = abstract_state.replace(
-                **{f: None for f in ("step", "params", "model_state", "opt_state", "rng", "teacher") if f not in only})
+                **{f: None for f in FIELDS if f not in only})
         self._manager.reload()
         steps = self.all_steps()
         if not steps:

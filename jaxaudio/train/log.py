@@ -1,5 +1,8 @@
 """Logging for training runs: a metrics file, TensorBoard scalars, log lines, progress bars.
 
+``progress`` is ``jaxaudio.utils.progress.progress`` (a tqdm bar on a terminal, a few plain lines
+in a log file); it lives in ``utils`` so that ``data`` may use it too without importing ``train``.
+
 Only process 0 writes files and prints progress, so a multi-host run produces one record.
 The workdir may be a local folder or an object-store URL (``gs://``; ``jaxaudio.io.paths``).
 ``jax.process_index`` is asked lazily (at the first write or log record), never at import,
@@ -13,11 +16,14 @@ import logging
 import math
 import os
 import sys
+import warnings
 from typing import Mapping, Optional
 
 import jax
 
+from jaxaudio.errors import DataFormatError
 from jaxaudio.io import paths
+from jaxaudio.utils.progress import progress  # noqa: F401  (re-exported: the train loop uses it)
 
 
 def _process_index() -> int:
@@ -54,10 +60,11 @@ class MetricWriter:
         if not self._active:
             return
         paths.makedirs(self.workdir)
-        if paths.exists(self.path) and (self._remote or resume_step is not None):
-            records = read_metrics(self.path)
+        if paths.exists(self.path):
+            records, torn = _read_records(self.path)
             if resume_step is not None:
                 records = [rec for rec in records if rec.get("step", 0) <= resume_step]
+            if resume_step is not None or torn:  # appending after a torn line would corrupt the next
                 paths.write_text_atomic(self.path, "".join(json.dumps(rec) + "\n" for rec in records))
             if self._remote:
                 self._lines = [json.dumps(rec) for rec in records]
@@ -115,20 +122,39 @@ def _json_number(value: float):
 
 
 def read_metrics(path: os.PathLike | str, split: Optional[str] = None) -> list[dict]:
-    """Records of a metrics.jsonl file, optionally only one split; a torn last line is skipped."""
-    records = []
-    with paths.open_read(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+    """Records of a metrics.jsonl file, optionally only one split.
+
+    A last line that is not valid JSON was cut short by a kill mid-write: it is skipped with a
+    warning naming the file and line. Any other invalid line raises ``DataFormatError``.
+    """
+    return _read_records(path, split)[0]
+
+
+def _read_records(path, split: Optional[str] = None) -> tuple[list[dict], bool]:
+    """(records, whether the file needs rewriting: a torn last line or no final newline)."""
+    with paths.open_read(path, binary=True) as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records, torn = [], False
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            reason = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+            if i == last:
+                warnings.warn(f"{path}: line {i + 1} is not valid JSON ({reason}), skipped: "
+                              "a line cut short by a kill mid-write", stacklevel=3)
+                torn = True
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if split is None or record.get("split") == split:
-                records.append(record)
-    return records
+            raise DataFormatError(path, f"line {i + 1} is not valid JSON: {reason}", row=i + 1) from None
+        if not isinstance(record, dict):
+            raise DataFormatError(path, f"line {i + 1} is not a JSON object: {raw[:80]!r}", row=i + 1)
+        if split is None or record.get("split") == split:
+            records.append(record)
+    return records, torn or (bool(data) and not data.endswith(b"\n"))
 
 
 class _ProcessFilter(logging.Filter):
@@ -154,26 +180,3 @@ def get_logger(name: str) -> logging.Logger:
         logger.setLevel(logging.INFO)
         logger.propagate = False
     return logger
-
-
-def progress(total: int, initial: int = 0, desc: str = "", *, force: Optional[bool] = None):
-    """A tqdm bar on process 0 when stderr is a terminal.
-
-    ``force=True`` (or env ``JAXAUDIO_PROGRESS=1``) shows it in non-terminal logs too, updated
-    at most every 30 s so CI logs stay short; ``force=False`` hides it.
-    """
-    from tqdm.auto import tqdm
-
-    if force is None and os.environ.get("JAXAUDIO_PROGRESS"):
-        force = os.environ["JAXAUDIO_PROGRESS"] not in ("0", "false", "")
-    tty = sys.stderr.isatty()
-    show = _process_index() == 0 and (force if force is not None else tty)
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        disable=not show,
-        mininterval=0.1 if tty else 30.0,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )

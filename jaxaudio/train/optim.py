@@ -51,7 +51,9 @@ def is_frozen(lr) -> bool:
     return float(lr) == 0.0
 
 
-def _resolved_groups(groups: Sequence[Mapping[str, Any]], default: Mapping[str, Any]) -> list[tuple[str, str | None, dict]]:
+def _resolved_groups(
+    groups: Sequence[Mapping[str, Any]], default: Mapping[str, Any]
+) -> list[tuple[str, str | None, dict]]:
     """[(label, pattern, settings)], the default group last with pattern None."""
     resolved = []
     for i, group in enumerate(groups):

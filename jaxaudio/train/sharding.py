@@ -108,6 +108,64 @@ def spec_for(kind: str, shape: tuple[int, ...], mesh: Mesh, min_size: int = DEFA
     return P(*axes)
 
 
+def resolve_rules(config_rules=(), model_rules=()) -> list[tuple[str, str]]:
+    """The rule list of a run: ``config.sharding.rules`` first (the user's word wins), then
+    the model's ``SHARDING_RULES``, then ``DEFAULT_RULES``. Each rule is checked here, so a
+    bad kind or regex names the rule before anything is compiled."""
+    rules = []
+    for source, entries in (("config.sharding.rules", config_rules), ("SHARDING_RULES", model_rules)):
+        for i, rule in enumerate(entries or ()):
+            if len(rule) != 2:
+                raise ConfigError(f"{source}[{i}]: expected (regex, kind), got {rule!r}")
+            pattern, kind = rule
+            if kind not in KINDS:
+                raise ConfigError(f"{source}[{i}]: kind {kind!r} is unknown; expected one of {KINDS}")
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ConfigError(f"{source}[{i}]: {pattern!r} is not a valid regex ({err})") from None
+            rules.append((str(pattern), str(kind)))
+    return rules + list(DEFAULT_RULES)
+
+
+def report_unused_rules(
+    abstract_params, mesh: Mesh, rules: Rules, min_size: int = DEFAULT_MIN_SIZE, log=None
+) -> list[str]:
+    """Rules that cannot apply, each as a sentence (and logged): a regex that matches no
+    parameter (or only parameters an earlier rule took), and a tensor rule on a mesh whose
+    ``tensor`` axis divides none of the dimensions it would split."""
+    paths = [path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(abstract_params)[0]]
+    shapes = [_shape(leaf) for leaf in jax.tree.leaves(abstract_params)]
+    won: dict[int, list[int]] = {}
+    for j, path in enumerate(paths):
+        for i, (pattern, _) in enumerate(rules):
+            if re.search(pattern, path):
+                won.setdefault(i, []).append(j)
+                break
+    problems = []
+    tensor = mesh.shape.get("tensor", 1)
+    for i, (pattern, kind) in enumerate(rules):
+        if pattern == ".*":
+            continue
+        hits = won.get(i, [])
+        if not hits:
+            if any(re.search(pattern, p) for p in paths):
+                problems.append(f"sharding rule {pattern!r} -> {kind}: every parameter it matches is taken by an "
+                                "earlier rule")
+            elif (pattern, kind) not in DEFAULT_RULES:
+                problems.append(f"sharding rule {pattern!r} -> {kind}: matches no parameter")
+            continue
+        if kind in ("tensor_in", "tensor_out") and tensor > 1:
+            dim = (lambda s: 0) if kind == "tensor_in" else (lambda s: len(s) - 1)
+            if not any(shapes[j] and shapes[j][dim(shapes[j])] % tensor == 0 for j in hits):
+                problems.append(f"sharding rule {pattern!r} -> {kind}: the tensor axis ({tensor}) divides none of "
+                                "the dimensions it would split; those parameters are not tensor-parallel")
+    if log is not None:
+        for line in problems:
+            log(line)
+    return problems
+
+
 def kind_for(path: str, rules: Rules) -> str:
     """First rule whose regex matches ``path``; ``fsdp`` when none does."""
     for pattern, kind in rules:
@@ -178,6 +236,9 @@ def state_shardings(
             "params": param_shardings(abstract_state.teacher["params"], mesh, rules, min_size),
             "model_state": param_shardings(abstract_state.teacher["model_state"], mesh, rules, min_size),
         }
+    masks = None
+    if abstract_state.masks is not None:
+        masks = param_shardings(abstract_state.masks, mesh, rules, min_size)
     replicated = NamedSharding(mesh, P())
     return TrainState(
         step=replicated,
@@ -186,6 +247,7 @@ def state_shardings(
         opt_state=opt_state,
         rng=replicated,
         teacher=teacher,
+        masks=masks,
     )
 
 

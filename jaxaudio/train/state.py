@@ -25,6 +25,8 @@ class TrainState:
     opt_state: optax state of ``params``.
     teacher: ``{'params': ..., 'model_state': ...}`` EMA copy for mean teacher, or None.
     rng: PRNG key for dropout/augmentation inside the step.
+    masks: a tree like ``params`` of 0/1 arrays (pruning), multiplied into the params after
+      every update, or None. Checkpointed with the state, since gradual pruning changes them.
     """
 
     step: jax.Array
@@ -33,6 +35,10 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     teacher: Optional[Any] = None
+    masks: Optional[Any] = None
+
+
+FIELDS = ("step", "params", "model_state", "opt_state", "rng", "teacher", "masks")
 
 
 def split_model(model: nnx.Module):

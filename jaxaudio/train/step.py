@@ -8,7 +8,7 @@ to fetch them (then ``check_finite`` runs on the fetched values).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -19,34 +19,18 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxaudio.errors import NonFiniteLossError
 from jaxaudio.train.state import TrainState
+from jaxaudio.train.teachers import EmaDecay, FrozenModel, apply_masks, ema_alpha, ema_update, merge_frozen
+
+__all__ = ["make_train_step", "make_eval_step", "check_finite", "ema_alpha", "LossFn"]
 
 Batch = Mapping[str, jax.Array]
 # loss_fn(model, batch, rng, teacher, step) -> (scalar loss, {name: scalar}).
 # ``model`` is in train mode; ``teacher`` is the merged EMA model (train mode as well, so
 # that its own batch-norm statistics follow its inputs as in the reference mean-teacher
 # recipes; call ``teacher.eval()`` inside the loss for the other behaviour) or None.
-LossFn = Callable[[nnx.Module, Batch, jax.Array, Optional[nnx.Module], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
-EmaDecay = Union[float, Callable[[jax.Array], jax.Array], None]
-
-
-def ema_alpha(step: jax.Array, ema_decay: EmaDecay) -> jax.Array:
-    """Teacher keep-rate for the update that brings the count to ``step + 1``.
-
-    Mean-teacher convention: alpha = min(1 - 1/(step + 1), decay), so the first update copies
-    the student and the teacher averages uniformly until the decay caps it.
-    """
-    decay = ema_decay(step) if callable(ema_decay) else ema_decay
-    warm = 1.0 - 1.0 / (step.astype(jnp.float32) + 1.0)
-    return jnp.minimum(warm, jnp.asarray(decay, jnp.float32))
-
-
-def _ema(teacher_tree, student_tree, alpha):
-    def one(t, s):
-        if not jnp.issubdtype(t.dtype, jnp.floating):
-            return t
-        return (alpha * t.astype(jnp.float32) + (1.0 - alpha) * s.astype(jnp.float32)).astype(t.dtype)
-
-    return jax.tree.map(one, teacher_tree, student_tree)
+# With frozen models declared, the loss also gets ``frozen={name: model in eval mode}``.
+LossFn = Callable[[nnx.Module, Batch, jax.Array, Optional[nnx.Module], jax.Array],
+                  tuple[jax.Array, dict[str, jax.Array]]]
 
 
 def make_train_step(
@@ -56,8 +40,10 @@ def make_train_step(
     *,
     state_shardings: TrainState,
     batch_sharding: NamedSharding,
-    ema_decay: EmaDecay = None,
+    ema_decay: Optional[EmaDecay] = None,
     learning_rate: optax.Schedule | None = None,
+    frozen: Optional[Mapping[str, FrozenModel]] = None,
+    frozen_sharding=None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """Compile ``(state, batch) -> (state, metrics)``.
 
@@ -72,8 +58,11 @@ def make_train_step(
     if has_teacher and ema_decay is None:
         raise ValueError("the state has a teacher, so make_train_step needs ema_decay")
 
-    def step_fn(state: TrainState, batch: Batch):
+    frozen = dict(frozen or {})
+
+    def step_fn(state: TrainState, batch: Batch, frozen_variables):
         rng = jax.random.fold_in(state.rng, state.step)
+        extra = {"frozen": merge_frozen(frozen, frozen_variables)} if frozen else {}
 
         def loss_of(params):
             model = nnx.merge(graphdef, params, state.model_state, copy=True)
@@ -82,19 +71,19 @@ def make_train_step(
             if state.teacher is not None:
                 teacher = nnx.merge(graphdef, state.teacher["params"], state.teacher["model_state"], copy=True)
                 teacher.train()
-            loss, aux = loss_fn(model, batch, rng, teacher, state.step)
+            loss, aux = loss_fn(model, batch, rng, teacher, state.step, **extra)
             new_model_state = nnx.state(model, nnx.Not(nnx.Param))
             new_teacher_state = None if teacher is None else nnx.state(teacher, nnx.Not(nnx.Param))
             return loss, (aux, new_model_state, new_teacher_state)
 
         (loss, (aux, model_state, teacher_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = apply_masks(optax.apply_updates(state.params, updates), state.masks)
 
         teacher = None
         if state.teacher is not None:
-            alpha = ema_alpha(state.step, ema_decay)
-            teacher = {"params": _ema(state.teacher["params"], params, alpha), "model_state": teacher_state}
+            teacher = {"params": ema_update(state.teacher["params"], params, state.step, ema_decay),
+                       "model_state": teacher_state}
 
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
         if learning_rate is not None:
@@ -106,16 +95,53 @@ def make_train_step(
             opt_state=opt_state,
             rng=state.rng,
             teacher=teacher,
+            masks=state.masks,
         )
         return new_state, metrics
 
     replicated = NamedSharding(batch_sharding.mesh, P())
-    return jax.jit(
+    frozen_variables = {name: spec.variables for name, spec in frozen.items()}
+    compiled = jax.jit(
         step_fn,
-        in_shardings=(state_shardings, batch_sharding),
+        in_shardings=(state_shardings, batch_sharding, replicated if frozen_sharding is None else frozen_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
+
+    def train_step(state: TrainState, batch: Batch):
+        return compiled(state, batch, frozen_variables)
+
+    # ahead-of-time lowering (scaling studies, benchmarks) with the same two arguments; the
+    # compiled program is called as ``(state, batch)`` too
+    train_step.lower = lambda state, batch: _BoundLowered(compiled.lower(state, batch, frozen_variables),
+                                                          frozen_variables)
+    return train_step
+
+
+class _BoundLowered:
+    """A ``jax.stages.Lowered`` whose last argument (the frozen variables) stays bound."""
+
+    def __init__(self, lowered, bound):
+        self._lowered, self._bound = lowered, bound
+
+    def compile(self, *args, **kwargs):
+        return _BoundCompiled(self._lowered.compile(*args, **kwargs), self._bound)
+
+    def __getattr__(self, name):  # as_text, cost_analysis, ...
+        return getattr(self._lowered, name)
+
+
+class _BoundCompiled:
+    """A ``jax.stages.Compiled`` called as ``(state, batch)``; the rest as jax's (as_text, ...)."""
+
+    def __init__(self, compiled, bound):
+        self._compiled, self._bound = compiled, bound
+
+    def __call__(self, state, batch):
+        return self._compiled(state, batch, self._bound)
+
+    def __getattr__(self, name):
+        return getattr(self._compiled, name)
 
 
 def make_eval_step(

@@ -88,9 +88,14 @@ def test_missing_file_and_wrong_format(tmp_path):
     with pytest.raises(AudioFileError, match="does not exist") as err:
         read_audio(tmp_path / "nope.wav")
     assert "nope.wav" in str(err.value)
-    mp3 = tmp_path / "a.mp3"
-    mp3.write_bytes(b"ID3")
+    m4a = tmp_path / "a.m4a"  # libsndfile decodes wav/flac/ogg/mp3, not AAC
+    m4a.write_bytes(b"\x00\x00\x00\x18ftypM4A ")
     with pytest.raises(AudioFileError, match="unsupported format") as err:
+        read_audio(m4a)
+    assert "a.m4a" in str(err.value)
+    mp3 = tmp_path / "a.mp3"
+    mp3.write_bytes(b"ID3")  # a supported extension, but no audio in it
+    with pytest.raises(AudioFileError, match="corrupt or unreadable") as err:
         read_audio(mp3)
     assert "a.mp3" in str(err.value)
 

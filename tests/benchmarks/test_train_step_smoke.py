@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import jax
-
-from experiments.configs import load_config
 import numpy as np
 import pytest
 
+from experiments.registry import load_config
 from jaxaudio.nn.vit import TINY
 from jaxaudio.train.mesh import batch_sharding, make_mesh
 from jaxaudio.train.sharding import state_shardings
@@ -46,7 +45,7 @@ def test_fit_counts_makes_the_batch_divisible_by_the_shards():
 
 
 def test_crnn_tiny_step_lowers_with_the_system_wiring():
-    """Tracing and lowering (no compile) catch drift in experiments/systems/crnn.py's wiring."""
+    """Tracing and lowering (no compile) catch drift in experiments/crnn/system.py's wiring."""
     case = bench.crnn_case("tiny", batch_scale=0.25, clip_seconds=1.0)
     b = load_config("crnn", "tiny").batch
     strong, weak, unlabeled = (max(1, round(n * 0.25)) for n in (b.strong, b.weak, b.unlabeled))

@@ -105,7 +105,7 @@ def small_torch_passt(module, frames, seed=0):
 def ours(state_dict, cfg, mel, layer):
     model = ViT(cfg, rngs=nnx.Rngs(1))
     nnx.update(model, passt_to_nnx(state_dict, cfg))
-    out = model(jax.numpy.asarray(np.swapaxes(mel, 1, 2)), return_layer=layer)
+    out = model(jax.numpy.asarray(np.swapaxes(mel, 1, 2)), train=False, return_layer=layer)
     return np.asarray(out["tokens"]), np.asarray(out["final"])
 
 
@@ -117,7 +117,8 @@ def assert_parity(torch_model, cfg, mel, layer):
     ref_layer, ref_final = torch_outputs(torch_model, mel, layer)
     got_layer, got_final = ours(torch_model.state_dict(), cfg, mel, layer)
     assert got_layer.shape == ref_layer.shape and got_final.shape == ref_final.shape
-    print(f"layer {layer}: max|diff| {np.abs(got_layer - ref_layer).max():.2e} (max|ref| {np.abs(ref_layer).max():.4f}); "
+    print(f"layer {layer}: max|diff| {np.abs(got_layer - ref_layer).max():.2e} "
+          f"(max|ref| {np.abs(ref_layer).max():.4f}); "
           f"final: max|diff| {np.abs(got_final - ref_final).max():.2e} (max|ref| {np.abs(ref_final).max():.4f})")
     np.testing.assert_allclose(got_layer, ref_layer, atol=1e-4, rtol=0)
     np.testing.assert_allclose(got_final, ref_final, atol=1e-4, rtol=0)
@@ -146,7 +147,7 @@ def test_load_passt_from_a_wrapped_file(passt_module, tmp_path):
     vit = load_passt(path, SMALL)
     mel = mel_input(SMALL.max_frames)
     _, ref_final = torch_outputs(model, mel, layer=1)
-    got = np.asarray(vit(jax.numpy.asarray(np.swapaxes(mel, 1, 2)))["final"])
+    got = np.asarray(vit(jax.numpy.asarray(np.swapaxes(mel, 1, 2)), train=False)["final"])
     np.testing.assert_allclose(got, ref_final, atol=1e-4, rtol=0)
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from jaxaudio.audio.io import read_audio, write_audio
-from jaxaudio.data.desed import SubsetSpec, load_subset, read_strong_tsv, read_weak_tsv
+from jaxaudio.data.sed.desed import SubsetSpec, load_subset, read_strong_tsv, read_weak_tsv
 from jaxaudio.errors import AudioFileError, DataFormatError
 
 STRONG_HEADER = "filename\tonset\toffset\tevent_label\n"
@@ -36,6 +36,19 @@ def test_tsv_with_wrong_columns(tmp_path):
     assert "wrong columns" in message
     assert "['filename', 'onset', 'offset', 'event_label']" in message  # expected
     assert "['filename', 'start', 'end', 'label']" in message  # found
+
+
+def test_tsv_that_is_not_utf8(tmp_path):
+    """A Latin-1 tsv (e.g. exported by an old spreadsheet) names the line and byte offset."""
+    path = tmp_path / "weak.tsv"
+    body = "filename\tevent_labels\na.wav\tDog\ncaf\u00e9.wav\tCat\n"
+    path.write_bytes(body.encode("latin-1"))
+    with pytest.raises(DataFormatError) as err:
+        read_weak_tsv(path)
+    message = str(err.value)
+    offset = body.encode("latin-1").index(b"\xe9")
+    assert err.value.row == 3 and "weak.tsv, row 3" in message
+    assert "not UTF-8" in message and f"byte offset {offset}" in message and "0xe9" in message
 
 
 def test_unknown_class(tmp_path):

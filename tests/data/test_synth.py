@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxaudio.data.desed import DEFAULT_LAYOUT, DESED_CLASSES, load_subset
+from jaxaudio.data.sed.desed import DEFAULT_LAYOUT, DESED_CLASSES, load_subset
 from jaxaudio.data.synth import CLASSES, SMALL, SynthConfig, generate, make_source, render_clip
 from jaxaudio.data.synth import cache as synth_cache
 from jaxaudio.data.synth import desed as synth_desed

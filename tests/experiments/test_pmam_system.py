@@ -9,13 +9,16 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.configs import pmam as pmam_config
-from experiments.systems import pmam, stages
-from experiments.systems.pmam_model import build_model, frontend_config, mel_frames
-from experiments.systems import pmam_prototypes as protos
+from experiments.pmam import config as pmam_config
+from experiments.pmam import prototypes as protos
+from experiments.pmam.model import build_model, frontend_config, mel_frames
+from experiments.pmam.system import SYSTEM
+from experiments.sed.task import SEDData
 from jaxaudio.data.synth import SMALL, generate
 from jaxaudio.objectives import gmm as gmm_lib
+from jaxaudio.train import stages
 from jaxaudio.train.checkpoint import Checkpointer
+from jaxaudio.train.trainer import Trainer, run
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +30,9 @@ def small_config(data_dir: str):
     c = pmam_config.get_config("tiny")
     c.data.data_dir = data_dir          # what --data_dir sets
     c.pretrain.rounds = 1
-    c.pretrain.steps = 2
-    c.finetune.stage1_steps = 2
-    c.finetune.stage2_steps = 2
+    c.stages.pretrain.steps = 2
+    c.stages.finetune1.steps = 2
+    c.stages.finetune2.steps = 2
     c.train.checkpoint_every = 1
     c.train.log_every = 1
     c.batch.eval = 8
@@ -40,13 +43,12 @@ def small_config(data_dir: str):
 def finished(data_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("pmam_run"))
     config = small_config(data_dir)
-    final = pmam.run(config, workdir)
+    final = run(SYSTEM, config, workdir)
     return config, workdir, final
 
 
 def _restore(config, workdir, name):
-    run = pmam.PMAMRun(config, workdir)
-    return run.finished(name)[1]
+    return Trainer(SYSTEM, config, workdir).model_of(name)[1]
 
 
 def test_every_stage_leaves_its_files(finished):
@@ -69,8 +71,7 @@ def test_pseudo_labels_are_the_gmm_posteriors_of_the_round_features(finished, da
     config, workdir, _ = finished
     labels = np.load(os.path.join(workdir, "round1/prototypes/labels_synthetic_train.npy"))
     fitted = protos.Prototypes.load(os.path.join(workdir, "round1/prototypes/prototypes.npz"))
-    run = pmam.PMAMRun(config, workdir)
-    source = run.train_sources[config.data.train_strong]
+    source = SEDData(config, config.model.frames).source(config.data.train_strong)
     assert labels.shape == (len(source), config.model.frames, config.model.n_prototypes)
     np.testing.assert_allclose(labels.astype(np.float32).sum(-1), 1.0, atol=5e-3)
     model = build_model(config)
@@ -104,12 +105,12 @@ def test_a_second_run_skips_finished_stages(finished):
     config, workdir, final = finished
     marks = {s: os.path.getmtime(os.path.join(workdir, s, stages.DONE))
              for s in ("round1/prototypes", "round1/pretrain", "finetune1", "finetune2", "evaluation")}
-    again = pmam.run(config, workdir)
+    again = run(SYSTEM, config, workdir)
     assert again == final
     for stage, mtime in marks.items():
         assert os.path.getmtime(os.path.join(workdir, stage, stages.DONE)) == mtime
     with Checkpointer(os.path.join(workdir, "finetune2", "checkpoints"), async_save=False) as ckpt:
-        assert ckpt.latest_step() == config.finetune.stage2_steps
+        assert ckpt.latest_step() == config.stages.finetune2.steps
 
 
 @pytest.mark.slow
@@ -123,8 +124,8 @@ def test_interrupted_run_continues_from_its_stage_and_step(data_dir, tmp_path):
 
     workdir = tmp_path / "run"
     cmd = [sys.executable, "experiments/run.py", "--exp=pmam", f"--workdir={workdir}", f"--data_dir={data_dir}",
-           "--config.pretrain.rounds=1", "--config.pretrain.steps=40", "--config.finetune.stage1_steps=2",
-           "--config.finetune.stage2_steps=2", "--config.train.checkpoint_every=2", "--config.batch.eval=8"]
+           "--config.pretrain.rounds=1", "--config.stages.pretrain.steps=40", "--config.stages.finetune1.steps=2",
+           "--config.stages.finetune2.steps=2", "--config.train.checkpoint_every=2", "--config.batch.eval=8"]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpts = workdir / "round1" / "pretrain" / "checkpoints"

@@ -1,39 +1,12 @@
-"""Bad inputs to the exporter fail with errors that name the file, op or choices."""
-import json
-import os
-import subprocess
-import sys
-
+"""Bad inputs to the exporter fail with an ExportError that names the output, op, kind or choices."""
 import numpy as np
 import pytest
 
-from experiments.configs.crnn import get_config
-from jaxaudio.errors import CheckpointError, ExportError
-from jaxaudio.export import FORMATS, load_inference_model, parse_formats
-from jaxaudio.export.model import InferenceModel
+import jax.numpy as jnp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def write_config(workdir):
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump({"exp": "crnn", "preset": "tiny", "config": json.loads(get_config("tiny").to_json())}, f)
-
-
-def test_workdir_without_checkpoint_names_it(tmp_path):
-    workdir = str(tmp_path / "w")
-    write_config(workdir)
-    with pytest.raises(CheckpointError, match=str(tmp_path / "w" / "checkpoints")):
-        load_inference_model(workdir)
-    os.makedirs(os.path.join(workdir, "checkpoints"))
-    with pytest.raises(CheckpointError, match="checkpoints: holds no checkpoint"):
-        load_inference_model(workdir)
-
-
-def test_workdir_without_config_names_the_file(tmp_path):
-    with pytest.raises(CheckpointError, match="config.json: missing"):
-        load_inference_model(str(tmp_path))
+from jaxaudio.errors import ExportError
+from jaxaudio.export import (CLASS_PROBS, CLIP_PROBS, FORMATS, FRAME_PROBS, KINDS, HeldOut, InferenceModel, Output,
+                             export_model, parse_formats)
 
 
 def test_unknown_format_lists_the_known_ones():
@@ -44,61 +17,119 @@ def test_unknown_format_lists_the_known_ones():
         assert name in str(err.value)
 
 
-def test_cli_reports_unknown_format(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "jaxaudio.export", "--workdir", str(tmp_path), "--formats", "bf16"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "unknown format" in proc.stderr and "int8_dynamic" in proc.stderr
+def test_unknown_kind_lists_the_known_ones():
+    with pytest.raises(ExportError) as err:
+        Output("scores", "logits")
+    message = str(err.value)
+    assert "'scores'" in message and "'logits'" in message
+    for kind in KINDS:
+        assert kind in message
+
+
+def test_frame_probs_without_timestamps_is_refused():
+    with pytest.raises(ExportError, match=r"output 'strong' \(frame_probs\): frame_timestamps is required"):
+        Output("strong", FRAME_PROBS, ("a", "b"))
+    with pytest.raises(ExportError, match="'strong'.*increasing"):
+        Output("strong", FRAME_PROBS, frame_timestamps=np.array([0.0, 0.5, 0.5]))
+    with pytest.raises(ExportError, match=f"'weak'.*{FRAME_PROBS} outputs only"):
+        Output("weak", CLIP_PROBS, frame_timestamps=np.linspace(0, 1, 5))
+
+
+def test_output_names_must_be_identifiers_and_unique():
+    with pytest.raises(ExportError, match="'strong probs'"):
+        Output("strong probs", CLIP_PROBS)
+    with pytest.raises(ExportError, match=r"\['p'\] declared more than once"):
+        tiny_model(outputs=(Output("p", CLASS_PROBS), Output("p", CLIP_PROBS)))
+
+
+def fn(variables, inputs):
+    logits = inputs[:, :3] * variables["w"]
+    return {"probs": jnp.exp(logits) / jnp.sum(jnp.exp(logits), axis=-1, keepdims=True),
+            "gate": 1.0 / (1.0 + jnp.exp(-logits))}
+
+
+def tiny_model(**changes):
+    fields = dict(name="tiny", fn=fn, variables={"w": np.ones(3, np.float32)}, input_shape=(8,),
+                  outputs=(Output("probs", CLASS_PROBS, ("a", "b", "c")), Output("gate", CLIP_PROBS)),
+                  primary_metric="accuracy", frontend_scope="")
+    fields.update(changes)
+    return InferenceModel(**fields)
+
+
+def test_declared_output_missing_from_fn_is_named(tmp_path):
+    model = tiny_model(outputs=(Output("probs", CLASS_PROBS), Output("gate", CLIP_PROBS), Output("frames", CLIP_PROBS)))
+    with pytest.raises(ExportError) as err:
+        export_model(model, "float32", str(tmp_path))
+    message = str(err.value)
+    assert "tiny: fn's outputs: missing declared output(s) 'frames'" in message
+    assert not list(tmp_path.iterdir())  # nothing converted
+
+
+def test_undeclared_output_of_fn_is_named():
+    model = tiny_model(outputs=(Output("probs", CLASS_PROBS),))
+    with pytest.raises(ExportError, match="undeclared output.*'gate'"):
+        model.check_outputs()
+    with pytest.raises(ExportError, match="undeclared output.*'gate'"):
+        model.predict(np.zeros((1, 8), np.float32))
+
+
+def test_outputs_are_checked_against_their_kind():
+    with pytest.raises(ExportError, match="'probs' .* 3 classes but 2 labels"):
+        tiny_model(outputs=(Output("probs", CLASS_PROBS, ("a", "b")), Output("gate", CLIP_PROBS))).check_outputs()
+    stamps = np.linspace(0.0, 1.0, 4)
+    with pytest.raises(ExportError, match="'probs' .* expected rank 3"):
+        tiny_model(outputs=(Output("probs", FRAME_PROBS, frame_timestamps=stamps),
+                            Output("gate", CLIP_PROBS))).check_outputs()
+    with pytest.raises(ExportError, match="dtype int32; expected a float array"):
+        tiny_model(fn=lambda v, x: {"probs": x[:, :3].astype(jnp.int32), "gate": x[:, :3]}).check_outputs()
+
+
+def test_converted_model_with_other_outputs_is_named(tmp_path):
+    """A .tflite file whose signature lacks a declared output (or has one more) fails verification."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    from jaxaudio.export.tflite import check_signature, convert
+    from jaxaudio.export.verify import verify
+
+    data = convert(tiny_model(), "float32")
+    check_signature(tiny_model(), data, "float32")
+    held = HeldOut(np.ones((2, 8), np.float32), ("x", "y"), lambda outputs: {"accuracy": 1.0})
+
+    def more(variables, inputs):
+        return {**fn(variables, inputs), "extra": inputs[:, :3]}
+
+    wants_more = tiny_model(fn=more, outputs=tiny_model().outputs + (Output("extra", CLIP_PROBS),),
+                            held_out=lambda n: held)
+    with pytest.raises(ExportError, match="float32 TFLite signature: missing declared output.*'extra'"):
+        verify(wants_more, {"float32": data})
+    wants_less = tiny_model(fn=lambda v, x: {"probs": fn(v, x)["probs"]}, outputs=(Output("probs", CLASS_PROBS),),
+                            held_out=lambda n: held)
+    with pytest.raises(ExportError, match="undeclared output.*'gate'"):
+        verify(wants_less, {"float32": data})
+
+
+def test_score_without_the_primary_metric_is_named():
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    from jaxaudio.export.verify import verify
+
+    held = HeldOut(np.ones((2, 8), np.float32), ("x", "y"), lambda outputs: {"auc": 0.5})
+    with pytest.raises(ExportError, match=r"gave \['auc'\]; expected a dict with the primary metric 'accuracy'"):
+        verify(tiny_model(held_out=lambda n: held), {})
 
 
 def test_unexportable_op_is_named():
     pytest.importorskip("tensorflow")
     pytest.importorskip("ai_edge_litert")
     from jaxaudio.export.tflite import convert
-    import jax.numpy as jnp
 
-    def spectrum(variables, waveform):  # complex FFT: no TFLite builtin takes it
-        return {"weak": jnp.abs(jnp.fft.fft(waveform))}
+    def spectrum(variables, inputs):  # complex FFT: no TFLite builtin takes it
+        return {"power": jnp.abs(jnp.fft.fft(inputs))}
 
-    model = InferenceModel(name="fft_model", fn=spectrum, variables={}, sample_rate=16, clip_samples=16,
-                           class_names=("a",), frame_timestamps=np.zeros(2))
+    model = InferenceModel(name="fft_model", fn=spectrum, variables={}, input_shape=(16,),
+                           outputs=(Output("power", "anomaly_score"),), primary_metric="auc")
     with pytest.raises(ExportError) as err:
         convert(model, "float32")
     message = str(err.value)
     assert "fft_model (float32)" in message and "stablehlo.fft" in message
     assert "no builtin FFT" in message  # why, and what to do instead
-
-
-def write_exp(workdir, exp):
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump({"exp": exp, "preset": "tiny", "config": {}}, f)
-
-
-def test_experiment_without_export_hook_is_named(tmp_path, monkeypatch):
-    from experiments import configs as registry
-
-    monkeypatch.setitem(registry.EXPERIMENTS, "hookless", ("experiments.configs.crnn",
-                                                           "experiments.systems.sed_eval", "no hook"))
-    write_exp(str(tmp_path), "hookless")
-    with pytest.raises(ExportError) as err:
-        load_inference_model(str(tmp_path))
-    message = str(err.value)
-    assert "'hookless' cannot be exported" in message
-    assert "experiments.systems.sed_eval_inference" in message and "inference_model(config, workdir)" in message
-
-
-def test_unregistered_experiment_lists_the_known_ones(tmp_path):
-    write_exp(str(tmp_path), "no_such_exp")
-    with pytest.raises(ExportError, match=r"'no_such_exp' is not registered; known: .*crnn"):
-        load_inference_model(str(tmp_path))
-
-
-def test_cli_reports_missing_checkpoint(tmp_path):
-    workdir = str(tmp_path / "w")
-    write_config(workdir)
-    proc = subprocess.run([sys.executable, "-m", "jaxaudio.export", "--workdir", workdir, "--formats", "float32"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert "error:" in proc.stderr and os.path.join(workdir, "checkpoints") in proc.stderr
-    assert "Traceback" not in proc.stderr

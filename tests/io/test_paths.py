@@ -185,23 +185,40 @@ def test_train_loop_writes_its_metrics_to_an_object_store(gs, tmp_path, monkeypa
 
 
 def test_experiment_files_on_an_object_store(gs):
-    from experiments.systems import sed_eval, stages
+    from jaxaudio.train import stages
 
     run = stages.stage_dir(gs + "/run", "round1/pretrain")
     assert run == gs + "/run/round1/pretrain" and not stages.is_done(run)
     summary = stages.run_once(run, lambda: {"loss": 0.25, "steps": 10})
     assert stages.is_done(run) and stages.read_done(run) == {"loss": 0.25, "steps": 10}
     assert stages.run_once(run, lambda: pytest.fail("a finished stage runs again")) == summary
-    sed_eval.write_json(gs + "/run/metrics.json", {"b": 1, "a": [0.5]})
+    stages.write_json(gs + "/run/metrics.json", {"b": 1, "a": [0.5]})
     assert json.loads(paths.read_text(gs + "/run/metrics.json")) == {"a": [0.5], "b": 1}
+    other = gs + "/run/finetune1"
+    stages.mark_done(other, {"psds1": np.float32(0.5)})  # numpy scalars are written as floats
+    assert stages.is_done(other) and stages.read_done(other) == {"psds1": 0.5}
+
+
+def test_a_torn_done_marker_on_an_object_store_is_named(gs):
+    from jaxaudio.errors import CheckpointError
+    from jaxaudio.train import stages
+
+    paths.write_text_atomic(gs + "/run/finetune1/done.json", '{"psds1": ')
+    with pytest.raises(CheckpointError, match=r"gs://bucket/run/finetune1/done.json: not valid JSON"):
+        stages.read_done(gs + "/run/finetune1")
 
 
 def test_save_run_config_on_an_object_store(gs):
     import ml_collections
 
-    from experiments.run import save_run_config
+    from jaxaudio.errors import CheckpointError
+    from jaxaudio.train import run_record
 
     config = ml_collections.ConfigDict({"seed": 3, "model": {"dim": 8}})
-    save_run_config(gs + "/run", "crnn", "tiny", config)
+    run_record.save(gs + "/run", "crnn", "tiny", config)
     record = json.loads(paths.read_text(gs + "/run/config.json"))
     assert record == {"exp": "crnn", "preset": "tiny", "config": {"seed": 3, "model": {"dim": 8}}}
+    exp, preset, loaded = run_record.load(gs + "/run")
+    assert (exp, preset, loaded.to_dict()) == ("crnn", "tiny", {"seed": 3, "model": {"dim": 8}})
+    with pytest.raises(CheckpointError, match=r"gs://bucket/other/config.json: missing"):
+        run_record.load(gs + "/other")

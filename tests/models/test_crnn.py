@@ -101,8 +101,8 @@ def test_train_mode_uses_dropout_keys_and_updates_batch_stats(small):
         model(x, train=True)
 
 
-def test_nnx_train_eval_mode_matches_the_explicit_flag(small):
-    """The train core may call model.train()/model.eval() and then model(x): same numbers."""
+def test_nnx_mode_flags_change_nothing_and_train_is_required(small):
+    """The train core may still call model.train()/model.eval(): only the explicit ``train`` counts."""
     model, x = small
     graphdef, params, model_state = split_model(model)
     evaluate, train_forward = make_fns(graphdef)
@@ -110,16 +110,18 @@ def test_nnx_train_eval_mode_matches_the_explicit_flag(small):
     @jax.jit
     def by_mode(params, model_state, x, k):
         m = merge_model(graphdef, params, model_state)
+        m.train()  # the opposite of each explicit flag below
+        out_eval = m(x, train=False)
         m.eval()
-        out_eval = m(x)
-        m.train()
-        return out_eval, m(x, rngs=k)
+        return out_eval, m(x, train=True, rngs=k)
 
     out_eval, out_train = by_mode(params, model_state, x, key(3))
     want_train, _ = train_forward(params, model_state, x, key(3))
     np.testing.assert_allclose(np.asarray(out_eval["strong"]),
                                np.asarray(evaluate(params, model_state, x)["strong"]), atol=1e-6)
     np.testing.assert_allclose(np.asarray(out_train["strong"]), np.asarray(want_train["strong"]), atol=1e-6)
+    with pytest.raises(TypeError, match="train"):
+        model(x)
 
 
 def test_unrolled_rnn_matches_scan(small):

@@ -57,13 +57,14 @@ class Short:
         self.mel = jax.random.normal(key(1), (2, 200, 128))
         self.protos = jax.random.normal(key(6), (SHORT.n_prototypes, SHORT.prototype_dim))
         g = self.graphdef
-        self.encode = jax.jit(lambda s, x: nnx.merge(g, s).encode(x))
-        self.mam = jax.jit(lambda s, x, k, p, mu: nnx.merge(g, s).mam_forward(x, k, p, prototypes=mu))
-        self.sed = jax.jit(lambda s, x: nnx.merge(g, s).sed_forward(x))
+        self.encode = jax.jit(lambda s, x: nnx.merge(g, s).encode(x, train=False))
+        self.mam = jax.jit(lambda s, x, k, p, mu: nnx.merge(g, s).mam_forward(x, k, p, prototypes=mu, train=False))
+        self.sed = jax.jit(lambda s, x: nnx.merge(g, s).sed_forward(x, train=False))
 
         def unmasked(s, x):
             m = nnx.merge(g, s)
-            return m.mlm_head(m.context_features(x, SHORT.context_layers - 1)), m.gmm_features(x, "transformer_0")
+            last = m.context_features(x, SHORT.context_layers - 1, train=False)
+            return m.mlm_head(last), m.gmm_features(x, "transformer_0")
 
         self.unmasked = jax.jit(unmasked)
 
@@ -87,11 +88,11 @@ def test_tiny_shapes_at_ten_seconds():
         out = jax.eval_shape(lambda s, *a: fn(nnx.merge(graphdef, s), *a), state, *args)
         return {k: v.shape for k, v in out.items()}
 
-    assert shapes(lambda m, x: m.encode(x), mel) == {
+    assert shapes(lambda m, x: m.encode(x, train=False), mel) == {
         "fused": (4, 1000, 32), "passt_frames": (4, 1000, 32), "passt_final": (4, 12 * 99, 32)}
-    mam = shapes(lambda m, x, k, p: m.mam_forward(x, k, prototypes=p), mel, mask, protos)
+    mam = shapes(lambda m, x, k, p: m.mam_forward(x, k, prototypes=p, train=False), mel, mask, protos)
     assert mam["h"] == (4, 1000, 32) and mam["prototype_probs"] == (4, 1000, 8) and mam["at_probs"] == (4, 8)
-    assert shapes(lambda m, x: m.sed_forward(x), mel) == {
+    assert shapes(lambda m, x: m.sed_forward(x, train=False), mel) == {
         "strong": (4, 1000, 10), "weak": (4, 10), "weak_at": (4, 10)}
 
 
@@ -158,7 +159,7 @@ def test_gmm_feature_layers(short):
     with pytest.raises(ConfigError, match="feature_layer"):
         model.gmm_features(short.mel, "decoder")
     with pytest.raises(ConfigError, match="context layer"):
-        model.context_features(short.mel, SHORT.context_layers)
+        model.context_features(short.mel, SHORT.context_layers, train=False)
 
 
 def check_train_step(model, cfg, frames):

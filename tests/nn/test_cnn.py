@@ -22,7 +22,9 @@ def abstract_output(cfg, x_shape):
     """Output shape without allocating weights or compiling (fast on a busy CPU)."""
     model = nnx.eval_shape(lambda: CNN(cfg, rngs=nnx.Rngs(key(0))))
     graphdef, state = nnx.split(model)
-    fn = lambda s, x: nnx.merge(graphdef, s)(x, train=False)
+    def fn(s, x):
+        return nnx.merge(graphdef, s)(x, train=False)
+
     return jax.eval_shape(fn, state, jax.ShapeDtypeStruct(x_shape, jnp.float32))
 
 
@@ -70,7 +72,9 @@ def test_gating_against_hand_computation(activation):
     x = np.array([[[-2.0], [-0.5], [0.0], [0.7], [3.0]]], np.float32)  # (batch, time, freq=1)
     got = np.asarray(model(jnp.asarray(x), train=False))[..., 0]
     y = x[..., 0] / np.sqrt(1.0 + EPS)  # BatchNorm at init in eval mode: mean 0, var 1
-    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+    def sig(v):
+        return 1.0 / (1.0 + np.exp(-v))
+
     want = y * sig(w * y + b) if activation == "cg" else (w * y + b) * sig(y)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 

@@ -15,7 +15,7 @@ def key(seed):
 
 
 # jit: eager lax.scan re-traces its body on every call, which is slow on a loaded CPU.
-apply = nnx.jit(lambda model, x: model(x))
+apply = nnx.jit(lambda model, x: model(x, train=False))
 
 
 def _sigmoid(x):
@@ -98,7 +98,7 @@ def test_unrolled_equals_scan():
 
 def test_unrolled_graph_has_no_loop():
     model = GRU(3, 4, 1, unroll=True, rngs=nnx.Rngs(key(0)))
-    hlo = jax.jit(lambda v: model(v)).lower(jnp.ones((1, 5, 3))).as_text()
+    hlo = jax.jit(lambda v: model(v, train=False)).lower(jnp.ones((1, 5, 3))).as_text()
     assert "while" not in hlo
 
 
@@ -136,7 +136,9 @@ def test_inter_layer_dropout_needs_rngs_and_is_off_in_eval():
     a = train(model, x, key(0))
     b = train(model, x, key(1))
     assert not np.allclose(a, b)
-    with pytest.raises(ConfigError, match="dropout_recurrent"):
-        model(x)  # a fresh module is in NNX train mode
-    model.eval()  # train=None follows the NNX mode
-    np.testing.assert_array_equal(np.asarray(evaluate(model, x)), np.asarray(apply(model, x)))
+    with pytest.raises(TypeError, match="train"):
+        model(x)  # train is required: no NNX-mode default
+    first = np.asarray(evaluate(model, x))
+    model.train()  # NNX mode flags change nothing; only the explicit train does
+    np.testing.assert_array_equal(np.asarray(evaluate(model, x)), first)
+    np.testing.assert_array_equal(np.asarray(train(model, x, key(0))), np.asarray(a))

@@ -19,7 +19,7 @@ _spec = importlib.util.spec_from_file_location("gru_reference", os.path.join(os.
 reference = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reference)
 
-apply = nnx.jit(lambda model, x: model(x))
+apply = nnx.jit(lambda model, x: model(x, train=False))
 
 
 @pytest.mark.parametrize("bidirectional,num_layers", [(True, 2), (False, 1)])
@@ -45,7 +45,7 @@ def test_export_loop_equals_scan():
 def test_export_loop_is_one_while_loop_per_layer():
     """Not unrolled: the graph holds the step once per layer (the TFLite test checks the buffer)."""
     model = GRU(3, 4, 2, export_loop=True, rngs=nnx.Rngs(reference.key(0)))
-    text = jax.jit(lambda v: model(v)).lower(jnp.ones((1, 5, 3))).as_text()
+    text = jax.jit(lambda v: model(v, train=False)).lower(jnp.ones((1, 5, 3))).as_text()
     assert text.count("stablehlo.while") == 2
 
 

@@ -16,7 +16,7 @@ def key(seed):
     return jax.random.key(seed, impl="rbg")
 
 
-apply = nnx.jit(lambda pool, x: pool(x))
+apply = nnx.jit(lambda pool, x: pool(x, train=False))
 
 
 def test_linear_softmax_pooling_hand_values():

@@ -108,7 +108,7 @@ def test_attention_matches_numpy_loops():
     attn = make_attention()
     x = jax.random.normal(key(2), (2, 5, 8))
     table = sinusoidal_relative_table(5, 8)
-    got = np.asarray(attn(x, table))
+    got = np.asarray(attn(x, table, train=False))
     np.testing.assert_allclose(got, numpy_rel_attention(attn, x), atol=1e-5)
 
 
@@ -117,11 +117,11 @@ def test_padding_mask_respected():
     x = jax.random.normal(key(4), (2, 6, 8))
     mask = np.array([[True] * 6, [True] * 4 + [False] * 2])
     table = sinusoidal_relative_table(6, 8)
-    got = np.asarray(attn(x, table, jnp.asarray(mask)))
+    got = np.asarray(attn(x, table, jnp.asarray(mask), train=False))
     np.testing.assert_allclose(got, numpy_rel_attention(attn, x, mask), atol=1e-5)
     # Changing padded frames must not change the real frames' outputs.
     x2 = x.at[1, 4:].set(100.0)
-    got2 = np.asarray(attn(x2, table, jnp.asarray(mask)))
+    got2 = np.asarray(attn(x2, table, jnp.asarray(mask), train=False))
     np.testing.assert_allclose(got2[1, :4], got[1, :4], atol=1e-5)
 
 
@@ -131,7 +131,7 @@ def test_attn_mask_blocks_keys_and_empty_rows_give_zero():
     table = sinusoidal_relative_table(4, 8)
     band = jnp.abs(jnp.arange(4)[:, None] - jnp.arange(4)[None, :]) <= 1
     weights_full = jax.nn.softmax(attn.attention_logits(x, table), axis=-1)
-    got = attn(x, table, attn_mask=band)
+    got = attn(x, table, attn_mask=band, train=False)
     # Recompute by hand from the same logits: masked softmax, then value/out projections.
     logits = jnp.where(band, attn.attention_logits(x, table), -jnp.inf)
     w = jax.nn.softmax(logits, axis=-1)
@@ -139,7 +139,7 @@ def test_attn_mask_blocks_keys_and_empty_rows_give_zero():
     want = attn.out(jnp.einsum("bhij,bjhd->bihd", w, v).reshape(1, 4, 8))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
     assert not np.allclose(np.asarray(weights_full), np.asarray(w))
-    nothing = attn(x, table, attn_mask=jnp.zeros((4, 4), bool))
+    nothing = attn(x, table, attn_mask=jnp.zeros((4, 4), bool), train=False)
     np.testing.assert_allclose(np.asarray(nothing), np.broadcast_to(np.asarray(attn.out.bias[...]), (1, 4, 8)),
                                atol=1e-6)
 
@@ -148,10 +148,10 @@ def test_block_normalisation_order():
     block = TransformerXLBlock(8, 2, mlp_ratio=1, rngs=nnx.Rngs(key(7)))
     x = jax.random.normal(key(8), (2, 5, 8)) * 3 + 1
     table = sinusoidal_relative_table(5, 8)
-    got = block(x, table)
+    got = block(x, table, train=False)
     h = block.norm1(x)
-    h = h + block.attention(h, table)
-    want = h + block.mlp(block.norm2(h))
+    h = h + block.attention(h, table, train=False)
+    want = h + block.mlp(block.norm2(h), train=False)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
     assert got.shape == (2, 5, 8)
     assert block.mlp.fc_in.kernel.shape == (8, 8)  # mlp_ratio 1
@@ -160,11 +160,11 @@ def test_block_normalisation_order():
 def test_context_network_scales_input_and_jits():
     net = ContextNetwork(n_layers=2, dim=8, num_heads=2, rngs=nnx.Rngs(key(9)))
     x = jax.random.normal(key(10), (2, 7, 8))
-    got = nnx.jit(lambda m, x: m(x))(net, x)
+    got = nnx.jit(lambda m, x: m(x, train=False))(net, x)
     table = sinusoidal_relative_table(7, 8)
     h = x * math.sqrt(8)
     for block in net.blocks:
-        h = block(h, table)
+        h = block(h, table, train=False)
     np.testing.assert_allclose(np.asarray(got), np.asarray(h), atol=1e-5)
     assert got.shape == (2, 7, 8)
 
@@ -173,9 +173,9 @@ def test_context_network_stop_after_returns_that_block():
     net = ContextNetwork(n_layers=3, dim=8, num_heads=2, rngs=nnx.Rngs(key(14)))
     x = jax.random.normal(key(15), (2, 5, 8))
     table = sinusoidal_relative_table(5, 8)
-    first = net.blocks[0](x * math.sqrt(8), table)
-    np.testing.assert_allclose(np.asarray(net(x, stop_after=0)), np.asarray(first), atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(net(x, stop_after=2)), np.asarray(net(x)))
+    first = net.blocks[0](x * math.sqrt(8), table, train=False)
+    np.testing.assert_allclose(np.asarray(net(x, train=False, stop_after=0)), np.asarray(first), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(net(x, train=False, stop_after=2)), np.asarray(net(x, train=False)))
 
 
 def test_context_network_dropout_needs_key_only_in_training():

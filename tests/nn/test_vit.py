@@ -1,5 +1,6 @@
 """PaSST-style ViT: patch grid, positions, patchout, layer outputs, pooling, interpolation, LoRA."""
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +56,7 @@ def numpy_patch_grid(model, x):
 def test_passt_s_grid_and_parameter_count():
     assert (PASST_S.freq_patches, PASST_S.time_patches) == (12, 99)
     abstract = nnx.eval_shape(lambda: ViT(PASST_S, rngs=nnx.Rngs(0)))
-    assert abstract.grid_shape(998) == (12, 99)
+    assert abstract.grid_shape(998, train=False) == (12, 99)
     assert abstract.freq_pos_embed.shape == (1, 12, 1, 768)
     assert abstract.time_pos_embed.shape == (1, 1, 99, 768)
     d, h = 768, 3072
@@ -71,9 +72,9 @@ def test_passt_s_grid_and_parameter_count():
 def test_embed_positions_and_prefix_tokens():
     model = tiny_model()
     x = mel()
-    out = model.embed(x)
+    out = model.embed(x, train=False)
     tokens = np.asarray(out["tokens"])
-    n_f, n_t = model.grid_shape(200)
+    n_f, n_t = model.grid_shape(200, train=False)
     assert (n_f, n_t) == (5, 19) and tokens.shape == (2, 2 + 5 * 19, 32)
     pos = np.asarray(model.token_pos_embed[...])[0]
     for i, token in enumerate((model.cls_token, model.dist_token)):
@@ -88,7 +89,7 @@ def test_shorter_input_uses_first_time_positions_and_longer_is_cut():
     model = tiny_model()
     short = mel(1, 100)  # 9 time patches of 19
     full_pos = np.asarray(model.time_pos_embed[...])
-    tokens = np.asarray(model.embed(short)["tokens"])[:, 2:].reshape(1, 5, 9, 32)
+    tokens = np.asarray(model.embed(short, train=False)["tokens"])[:, 2:].reshape(1, 5, 9, 32)
     grid = numpy_patch_grid(model, short) + full_pos[:, :, :9] + np.asarray(model.freq_pos_embed[...])
     np.testing.assert_allclose(tokens, grid, atol=1e-4)
     # In training the window is a random contiguous slice of the 19 positions.
@@ -97,13 +98,13 @@ def test_shorter_input_uses_first_time_positions_and_longer_is_cut():
     offsets = [o for o in range(19 - 9 + 1)
                if np.allclose(train_tokens, base + full_pos[:, :, o:o + 9], atol=1e-4)]
     assert len(offsets) == 1
-    assert model.embed(mel(1, 260))["tokens"].shape == (1, 2 + 5 * 19, 32)
+    assert model.embed(mel(1, 260), train=False)["tokens"].shape == (1, 2 + 5 * 19, 32)
 
 
 def test_structured_patchout_counts_and_kept_embeddings():
     model = tiny_model(patchout_time=6, patchout_freq=2)
     x = mel()
-    full = np.asarray(model.embed(x)["tokens"])[:, 2:].reshape(2, 5, 19, 32)
+    full = np.asarray(model.embed(x, train=False)["tokens"])[:, 2:].reshape(2, 5, 19, 32)
     out = nnx.jit(lambda m, x, k: m.embed(x, train=True, rngs=k))(model, x, key(5))
     t_idx, f_idx = np.asarray(out["time_index"]), np.asarray(out["freq_index"])
     assert len(t_idx) == 13 and len(f_idx) == 3
@@ -116,13 +117,13 @@ def test_structured_patchout_counts_and_kept_embeddings():
     assert not (np.array_equal(np.asarray(other["time_index"]), t_idx)
                 and np.array_equal(np.asarray(other["freq_index"]), f_idx))
     # No patchout at evaluation.
-    assert model.embed(x)["tokens"].shape == (2, 2 + 5 * 19, 32)
+    assert model.embed(x, train=False)["tokens"].shape == (2, 2 + 5 * 19, 32)
 
 
 def test_unstructured_patchout():
     model = tiny_model(patchout_unstructured=40)
     x = mel()
-    full = np.asarray(model.embed(x)["tokens"])[:, 2:]
+    full = np.asarray(model.embed(x, train=False)["tokens"])[:, 2:]
     out = model.embed(x, train=True, rngs=key(7))
     idx = np.asarray(out["patch_index"])
     assert len(idx) == 95 - 40 and len(set(idx.tolist())) == 55 and np.all(np.diff(idx) > 0)
@@ -134,7 +135,7 @@ def test_train_without_key_is_an_error():
     with pytest.raises(ConfigError):
         model(mel(), train=True)
     with pytest.raises(ConfigError):
-        model(mel(n_mels=60))
+        model(mel(n_mels=60), train=False)
     with pytest.raises(ConfigError):
         dataclasses.replace(TINY, patchout_freq=5)
 
@@ -142,25 +143,25 @@ def test_train_without_key_is_an_error():
 def test_any_layer_output_and_final_norm():
     model = tiny_model()
     x = mel()
-    h = model.embed(x)["tokens"]
+    h = model.embed(x, train=False)["tokens"]
     layers = []
     for block in model.blocks:
         h = block(h, train=False, rngs=None)
         layers.append(h)
     for k in (1, 2, 3):
-        out = model(x, return_layer=k)
+        out = model(x, train=False, return_layer=k)
         np.testing.assert_allclose(np.asarray(out["tokens"]), np.asarray(layers[k - 1]), atol=1e-5)
         np.testing.assert_allclose(np.asarray(out["patch_tokens"]), np.asarray(layers[k - 1][:, 2:]), atol=1e-5)
         np.testing.assert_allclose(np.asarray(out["final"]), np.asarray(model.norm(layers[-1])), atol=1e-5)
-    stopped = model(x, return_layer=1, stop_at_layer=True)
+    stopped = model(x, train=False, return_layer=1, stop_at_layer=True)
     assert "final" not in stopped
     np.testing.assert_allclose(np.asarray(stopped["tokens"]), np.asarray(layers[0]), atol=1e-5)
-    default = model(x)  # TINY.out_layer = 2
+    default = model(x, train=False)  # TINY.out_layer = 2
     np.testing.assert_allclose(np.asarray(default["tokens"]), np.asarray(layers[1]), atol=1e-5)
-    normed = model(x, return_layer=None)
+    normed = model(x, train=False, return_layer=None)
     np.testing.assert_allclose(np.asarray(normed["tokens"]), np.asarray(model.norm(layers[-1])), atol=1e-5)
     with pytest.raises(ConfigError):
-        model(x, return_layer=4)
+        model(x, train=False, return_layer=4)
 
 
 def test_frequency_pool_mean_and_attention():
@@ -172,10 +173,11 @@ def test_frequency_pool_mean_and_attention():
         want[:, ti] = sum(t[:, f * n_t + ti] for f in range(n_f)) / n_f
     np.testing.assert_allclose(np.asarray(frequency_pool(tokens, n_f, n_t)), want, atol=1e-6)
     pool = AttentionPool(dim, 2, rngs=nnx.Rngs(key(9)))
-    got = np.asarray(frequency_pool(tokens, n_f, n_t, mode="attention", pool_module=pool))
+    pool_eval = functools.partial(pool, train=False)
+    got = np.asarray(frequency_pool(tokens, n_f, n_t, mode="attention", pool_module=pool_eval))
     for ti in range(n_t):
         column = tokens[:, ti::n_t]  # the n_f patches at time ti
-        np.testing.assert_allclose(got[:, ti], np.asarray(pool(column)), atol=1e-5)
+        np.testing.assert_allclose(got[:, ti], np.asarray(pool(column, train=False)), atol=1e-5)
     with pytest.raises(ConfigError):
         frequency_pool(tokens[:, 1:], n_f, n_t)
     with pytest.raises(ConfigError):
@@ -203,13 +205,13 @@ def test_interpolate_linear_matches_np_interp_and_torch_convention():
 def test_jit_and_vmap_match_eager():
     model = tiny_model(seed=2, depth=2)
     x = mel(3, frames=100, seed=4)
-    eager = model(x)["patch_tokens"]
-    jitted = nnx.jit(lambda m, x: m(x)["patch_tokens"])(model, x)
+    eager = model(x, train=False)["patch_tokens"]
+    jitted = nnx.jit(lambda m, x: m(x, train=False)["patch_tokens"])(model, x)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=1e-5)
     graphdef, state = nnx.split(model)
 
     def one(state, clip):
-        return nnx.merge(graphdef, state)(clip[None])["patch_tokens"][0]
+        return nnx.merge(graphdef, state)(clip[None], train=False)["patch_tokens"][0]
 
     mapped = jax.jit(jax.vmap(one, in_axes=(None, 0)))(state, x)
     np.testing.assert_allclose(np.asarray(mapped), np.asarray(eager), atol=1e-5)
@@ -236,6 +238,10 @@ def test_tiny_forward_backward_with_patchout_and_dropout():
     assert np.abs(np.asarray(grads["blocks"][0]["attention"]["query"]["kernel"])).sum() > 0
 
 
+def final(model, x):
+    return model(x, train=False)["final"]
+
+
 def base_copy(lora_model, **overrides):
     """A rank-0 model holding the LoRA model's base weights."""
     base = tiny_model(seed=99, **overrides)
@@ -248,7 +254,7 @@ def test_lora_zero_b_is_base_model_and_delta_is_scaled_ab():
     model = tiny_model(lora_rank=4, lora_alpha=2.0)
     base = base_copy(model)
     x = mel()
-    np.testing.assert_allclose(np.asarray(model(x)["final"]), np.asarray(base(x)["final"]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(final(model, x)), np.asarray(final(base, x)), atol=1e-6)
     # Layer level: delta = (alpha/r) x A B.
     layer = model.blocks[0].attention.query
     assert isinstance(layer, LoRALinear) and layer.lora_a.shape == (32, 4) and layer.lora_b.shape == (4, 32)
@@ -268,8 +274,8 @@ def test_lora_zero_b_is_base_model_and_delta_is_scaled_ab():
             getattr(blk_m.attention, name).kernel[...] = getattr(blk.attention, name).merged_kernel()
         for name in ("fc_in", "fc_out"):
             getattr(blk_m.mlp, name).kernel[...] = getattr(blk.mlp, name).merged_kernel()
-    np.testing.assert_allclose(np.asarray(model(x)["final"]), np.asarray(merged(x)["final"]), atol=1e-4)
-    assert not np.allclose(np.asarray(model(x)["final"]), np.asarray(base(x)["final"]), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(final(model, x)), np.asarray(final(merged, x)), atol=1e-4)
+    assert not np.allclose(np.asarray(final(model, x)), np.asarray(final(base, x)), atol=1e-3)
 
 
 def test_lora_param_groups_train_only_adapters():

@@ -20,7 +20,8 @@ def test_matches_numpy_formula():
     b, t, k = 6, 7, 3
     stu = {"strong": rng.uniform(size=(b, t, k)), "weak": rng.uniform(size=(b, k)), "weak_at": rng.uniform(size=(b, k))}
     tch = {"strong": rng.uniform(size=(b, t, k)), "weak": rng.uniform(size=(b, k)), "weak_at": rng.uniform(size=(b, k))}
-    batch = {"strong": (rng.uniform(size=(b, t, k)) > 0.5).astype(float), "weak": (rng.uniform(size=(b, k)) > 0.5) * 1.0,
+    batch = {"strong": (rng.uniform(size=(b, t, k)) > 0.5).astype(float),
+             "weak": (rng.uniform(size=(b, k)) > 0.5) * 1.0,
              "has_strong": np.array([1, 1, 0, 0, 0, 0], bool), "has_weak": np.array([1, 1, 1, 1, 0, 0], bool)}
     w_cons, ww, wa = 3.0, 0.5, 2.0
     strong = _masked_mean(_bce(stu["strong"], batch["strong"]).mean(axis=(1, 2)), batch["has_strong"])

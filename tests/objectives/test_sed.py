@@ -77,7 +77,9 @@ def bce_np(p, y):
 def test_mean_teacher_loss_against_numpy_composition():
     student, teacher, batch = make_case()
     w_cons = 2.0
-    j = lambda d: {key: jnp.asarray(v) for key, v in d.items()}  # float64 -> float32 (x64 off)
+    def j(d):  # float64 -> float32 (x64 off)
+        return {key: jnp.asarray(v) for key, v in d.items()}
+
     loss, aux = mean_teacher_loss(j(student), j(teacher), j(batch), w_cons)
     s_strong = bce_np(student["strong"][0], batch["strong"][0]).mean()
     s_weak = bce_np(student["weak"][1:3], batch["weak"][1:3]).mean()
@@ -95,7 +97,8 @@ def test_mean_teacher_loss_gradient_skips_teacher_and_survives_empty_masks():
     student, teacher, batch = make_case()
     batch["has_strong"] = np.zeros(4, bool)
     batch["has_weak"] = np.zeros(4, bool)
-    j = lambda d: {key: jnp.asarray(v) for key, v in d.items()}
+    def j(d):
+        return {key: jnp.asarray(v) for key, v in d.items()}
 
     def f(s, t):
         return mean_teacher_loss(s, t, j(batch), 3.0)[0]

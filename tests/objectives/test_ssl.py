@@ -37,7 +37,9 @@ def test_prototype_bce_is_the_mean_over_masked_elements(case):
 
 def test_unmasked_frames_do_not_contribute(case):
     p, gamma, mask = case
-    f = lambda pp: prototype_bce(pp, jnp.asarray(gamma, jnp.float32), jnp.asarray(mask))
+    def f(pp):
+        return prototype_bce(pp, jnp.asarray(gamma, jnp.float32), jnp.asarray(mask))
+
     base = f(jnp.asarray(p, jnp.float32))
     perturbed = np.where(mask[..., None], p, np.nan)  # even NaN in unmasked frames must not leak
     assert float(f(jnp.asarray(perturbed, jnp.float32))) == pytest.approx(float(base), rel=1e-7)

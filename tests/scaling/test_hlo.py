@@ -1,7 +1,8 @@
 """Collective parsing on hand-written HLO with known shapes (bytes worked out by hand)."""
 from jaxaudio.scaling import hlo
 
-MODULE = """\
+MODULE = (
+    """\
 HloModule jit_step, entry_computation_layout={(f32[8,16]{1,0})->f32[8,16]{1,0}}
 
 %add (a: f32[], b: f32[]) -> f32[] {
@@ -13,7 +14,10 @@ HloModule jit_step, entry_computation_layout={(f32[8,16]{1,0})->f32[8,16]{1,0}}
 %body (p: (s32[], f32[4,16])) -> (s32[], f32[4,16]) {
   %p = (s32[], f32[4,16]{1,0}) parameter(0)
   %x = f32[4,16]{1,0} get-tuple-element(%p), index=1
-  %ar.loop = f32[4,16]{1,0} all-reduce(%x), channel_id=7, replica_groups=[2,4]<=[8], use_global_device_ids=true, to_apply=%add
+"""
+    "  %ar.loop = f32[4,16]{1,0} all-reduce(%x), channel_id=7, replica_groups=[2,4]<=[8], "
+    "use_global_device_ids=true, to_apply=%add\n"
+    """\
   %i = s32[] get-tuple-element(%p), index=0
   ROOT %t = (s32[], f32[4,16]{1,0}) tuple(%i, %ar.loop)
 }
@@ -33,7 +37,10 @@ HloModule jit_step, entry_computation_layout={(f32[8,16]{1,0})->f32[8,16]{1,0}}
 
 %outer_body (p: (s32[], bf16[2])) -> (s32[], bf16[2]) {
   %p = (s32[], bf16[2]{0}) parameter(0)
-  ROOT %w = (s32[], bf16[2]{0}) while(%p), condition=%cond, body=%inner_body, backend_config={"known_trip_count":{"n":"5"}}
+"""
+    '  ROOT %w = (s32[], bf16[2]{0}) while(%p), condition=%cond, body=%inner_body, '
+    'backend_config={"known_trip_count":{"n":"5"}}\n'
+    """\
 }
 
 %mystery_body (p: (s32[], f32[3])) -> (s32[], f32[3]) {
@@ -46,17 +53,26 @@ HloModule jit_step, entry_computation_layout={(f32[8,16]{1,0})->f32[8,16]{1,0}}
 
 ENTRY %main (arg: f32[8,16]) -> f32[8,16] {
   %arg = f32[8,16]{1,0} parameter(0)
-  %ar = (f32[8,16]{1,0}, f32[], bf16[3,5]{1,0}) all-reduce(%arg, %arg, %arg), channel_id=1, replica_groups={{0,1,2,3},{4,5,6,7}}, use_global_device_ids=true, to_apply=%add
-  %ags = (f32[2,16]{1,0}, f32[8,16]{1,0}) all-gather-start(%arg), channel_id=2, replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={0}, use_global_device_ids=true
+"""
+    "  %ar = (f32[8,16]{1,0}, f32[], bf16[3,5]{1,0}) all-reduce(%arg, %arg, %arg), channel_id=1, "
+    "replica_groups={{0,1,2,3},{4,5,6,7}}, use_global_device_ids=true, to_apply=%add\n"
+    "  %ags = (f32[2,16]{1,0}, f32[8,16]{1,0}) all-gather-start(%arg), channel_id=2, "
+    "replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={0}, use_global_device_ids=true\n"
+    """\
   %agd = f32[8,16]{1,0} all-gather-done(%ags)
   %rs = f32[2,16]{1,0} reduce-scatter(%arg), channel_id=3, replica_groups=[2,4]<=[8], dimensions={0}, to_apply=%add
   %a2a = (s8[4,4]{1,0}, s8[4,4]{1,0}) all-to-all(%arg, %arg), channel_id=4, replica_groups={{0,1}}
-  %loop = (s32[], f32[4,16]{1,0}) while(%arg), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"12"},"other":1}
-  %nested = (s32[], bf16[2]{0}) while(%arg), condition=%cond, body=%outer_body, backend_config={"known_trip_count":{"n":"3"}}
+"""
+    '  %loop = (s32[], f32[4,16]{1,0}) while(%arg), condition=%cond, body=%body, '
+    'backend_config={"known_trip_count":{"n":"12"},"other":1}\n'
+    '  %nested = (s32[], bf16[2]{0}) while(%arg), condition=%cond, body=%outer_body, '
+    'backend_config={"known_trip_count":{"n":"3"}}\n'
+    """\
   %unknown = (s32[], f32[3]{0}) while(%arg), condition=%cond, body=%mystery_body
   ROOT %r = f32[8,16]{1,0} copy(%agd)
 }
 """
+)
 
 
 def _by_name():

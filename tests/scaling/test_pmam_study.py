@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from experiments import registry
 from jaxaudio.scaling import study
 from jaxaudio.train.mesh import make_mesh
 from jaxaudio.train.optim import FROZEN, group_labels
@@ -53,16 +54,19 @@ INNER_CONV = r"^cnn/blocks/[1-9]\d*/conv/kernel$"  # convolutions whose input ha
 F32 = 4
 
 
+def _case(name: str, preset: str = "tiny"):
+    """A PMAM scaling case as ``run.py --mode=scale`` reaches it: through the System."""
+    return registry.load("pmam").scaling_cases(preset)[name]()
+
+
 @pytest.fixture(scope="module")
 def case():
-    return study.get_case("pmam", "tiny")
+    return _case("pmam")
 
 
 @pytest.fixture(scope="module")
 def config():
-    from experiments.configs import pmam as pmam_config
-
-    return pmam_config.get_config("tiny")
+    return registry.load_config("pmam", "tiny")
 
 
 def _params(case):
@@ -112,17 +116,19 @@ def check(case, config, point):
         assert got[key] == pytest.approx(want[key], rel=TOLERANCE), (point["strategy"], shape, key, got, want)
 
 
-def test_pretraining_optimizer_freezes_only_the_unread_heads(case):
+def test_pretraining_optimizer_freezes_only_the_unread_heads(case, config):
     """Pre-training trains every parameter it reads; the two SED heads it never reads are frozen
     (so weight decay leaves them alone), and they are the ones the closed form leaves out."""
-    import re
+    from experiments.pmam import system as pmam_system
+    from experiments.pmam.system import UNUSED_IN_PRETRAINING
 
-    from experiments.configs import pmam as pmam_config
-    from experiments.systems.pmam import UNUSED_IN_PRETRAINING
-
-    p = pmam_config.get_config("tiny").pretrain  # the groups stage_plan(config, "round1/pretrain") builds
+    p = config.stages.pretrain
     groups = [{"pattern": UNUSED_IN_PRETRAINING, "lr": 0.0}] + [{"pattern": pat, "lr": lr}
                                                               for _n, pat, lr, _wd in p.groups]
+    # the groups the system's round1/pretrain stage builds are these: the extra frozen group first
+    stage = {s.name: s for s in pmam_system.stages(config, "")}[pmam_system.pretrain_name(1)]
+    assert [(g["pattern"], g["lr"]) for g in stage.groups] == [(g["pattern"], g["lr"]) for g in groups]
+    assert stage.default_group["lr"] == p.lr
     labels = group_labels(_params(case), groups, {"lr": p.lr})
     frozen = {path_to_str(path) for path, label in jax.tree_util.tree_flatten_with_path(labels)[0] if label == FROZEN}
     assert frozen and all(re.search(UNREAD_IN_PRETRAINING, name) for name in frozen)
@@ -177,7 +183,7 @@ def test_fast_compile_keeps_the_program(case):
 
 @pytest.mark.slow
 def test_finetune_case_compiles_with_a_teacher():
-    case = study.get_case("pmam_finetune", "tiny")
+    case = _case("pmam_finetune")
     point, _ = study.compile_point(case, (8, 1, 1), jax.devices(), compiler_options=study.FAST_CPU_COMPILE)
     assert point["global_batch"] == 32 and point["flops"] > 0
     assert point["collective_bytes_large"]["all-reduce"] > 0

@@ -65,7 +65,8 @@ def check(case, point):
     got = measured(point)
     assert got["other"] == 0, point["strategy"]
     for key in ("reduce", "all-gather"):
-        assert got[key] == pytest.approx(want[key], rel=TOLERANCE), (point["strategy"], point["devices"], key, got, want)
+        assert got[key] == pytest.approx(want[key], rel=TOLERANCE), (point["strategy"], point["devices"], key, got,
+                                                                     want)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,14 @@ def test_vit_study_figures(vit_result, tmp_path):
     assert "| dp | 8 | 8,1,1 | 32 |" in open(paths["md"]).read()
 
 
+def test_timed_point_runs_the_compiled_step():
+    """What real accelerators do (time_steps > 0), here on one CPU device: the AOT-compiled step
+    runs on a real state and batch."""
+    point, _ = study.compile_point(study.get_case("vit"), (1, 1, 1), jax.devices()[:1], time_steps=1,
+                                   compiler_options=study.FAST_CPU_COMPILE)
+    assert point["measured_step_s"] > 0
+
+
 def test_mesh_shapes():
     assert study.mesh_shape("dp", 8) == (8, 1, 1)
     assert study.mesh_shape("fsdp", 4) == (1, 4, 1)
@@ -133,10 +142,10 @@ def test_crnn_data_parallel_counts_the_recurrent_gradient_per_time_step():
     backward scan, once per time step, and not again after it; every other gradient once:
     closed form (G - R) + T x R, with T the CRNN's output frames.
     """
-    case = study.crnn_case("tiny", mixup=False)
-    from experiments.configs import crnn as crnn_config
-    from experiments.systems import crnn as crnn_system
+    from experiments.crnn import config as crnn_config, system as crnn_system
+    from experiments.crnn.scaling import crnn_case
 
+    case = crnn_case("tiny", mixup=False)
     config = crnn_config.get_config("tiny")
     fe, mcfg = crnn_system.frontend_config(config), crnn_system.model_config(config)
     frames = mcfg.cnn.output_frames(fe.num_frames(int(config.data.clip_seconds * config.data.sample_rate)))

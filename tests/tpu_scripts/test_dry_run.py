@@ -242,14 +242,14 @@ def test_setup_clones_git_url_at_ref(sandbox):
 def test_launch_v4_32_sets_pod_flag_on_all_workers(sandbox):
     env, _, _ = sandbox
     (ssh,) = dry(env, "launch.sh", *V4, "--exp=crnn", "--workdir=gs://bucket/runs/crnn-v4",
-                 "--", "--config.train.lr=3e-4")
+                 "--", "--config.stages.train.lr=3e-4")
     assert ssh[:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "jx-v4", "--zone=us-central2-b",
                        "--project=my-proj", "--worker=all"]
     run_env, argv = launched(remote(ssh))
     assert run_env == {"PYTHONUNBUFFERED": "1", "JAXAUDIO_TPU_POD": "1"}
     assert argv == ["nohup", "setsid", "bash", "tpu_scripts/worker_run.sh", "logs/train.pid",
                     "logs/train.exit", ".venv/bin/python", "experiments/run.py", "--exp=crnn",
-                    "--preset=paper", "--workdir=gs://bucket/runs/crnn-v4", "--config.train.lr=3e-4"]
+                    "--preset=paper", "--workdir=gs://bucket/runs/crnn-v4", "--config.stages.train.lr=3e-4"]
     # The other side: distributed.py initialises from the TPU metadata on a pod slice.
     assert initialize_kwargs(run_env) == {}
 
@@ -297,7 +297,7 @@ def test_logs_stop_delete(sandbox):
 def test_resume_spot_prints_one_recovery(sandbox):
     env, _, _ = sandbox
     lines = dry(env, "resume_spot.sh", *V4, "--exp=crnn", "--workdir=gs://bucket/runs/crnn-v4",
-                "--", "--config.train.lr=3e-4")
+                "--", "--config.stages.train.lr=3e-4")
     describe, delete, create, tar, scp, setup, launch = lines
     assert describe == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "jx-v4", "--zone=us-central2-b",
                         "--project=my-proj", "--format=value(state)"]
@@ -308,7 +308,7 @@ def test_resume_spot_prints_one_recovery(sandbox):
     assert tar[0] == "tar" and scp[4] == "scp" and "--worker=all" in setup
     run_env, argv = launched(remote(launch))
     assert run_env["JAXAUDIO_TPU_POD"] == "1"
-    assert argv[-2:] == ["--workdir=gs://bucket/runs/crnn-v4", "--config.train.lr=3e-4"]
+    assert argv[-2:] == ["--workdir=gs://bucket/runs/crnn-v4", "--config.stages.train.lr=3e-4"]
 
 
 def test_resume_spot_queued_recreates_the_queued_resource(sandbox):
@@ -330,12 +330,12 @@ SLURM_JOB = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": 
 def test_slurm_launch_builds_sbatch(sandbox):
     env, _, _ = sandbox
     (argv,) = dry(env, "slurm/launch.sh", "--exp=crnn", "--workdir=/shared/crnn", "--nodes=2",
-                  "--partition=gpu", "--", "--config.train.lr=3e-4")
+                  "--partition=gpu", "--", "--config.stages.train.lr=3e-4")
     assert argv == [
         "sbatch", "--job-name=jaxaudio-crnn", "--nodes=2", "--gpus-per-node=8", "--ntasks-per-node=8",
         "--time=24:00:00", f"--chdir={ROOT}", "--partition=gpu", str(SCRIPTS / "slurm/train_gpu.sbatch"),
         "--exp=crnn", "--workdir=/shared/crnn", "--preset=paper", "--procs=per-gpu", "--gpus-per-node=8",
-        "--coordinator-mode=slurm", "--port=8476", "--", "--config.train.lr=3e-4"]
+        "--coordinator-mode=slurm", "--port=8476", "--", "--config.stages.train.lr=3e-4"]
     (argv,) = dry(env, "slurm/launch.sh", "--exp=crnn", "--workdir=/w", "--procs=per-node", "--gpus-per-node=4")
     assert "--ntasks-per-node=1" in argv and "--gpus-per-node=4" in argv
 

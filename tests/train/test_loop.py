@@ -67,7 +67,8 @@ def _step(state, batch):
 
 
 def _records(workdir, split):
-    return [{k: v for k, v in r.items() if k != "split"} for r in read_metrics(os.path.join(workdir, "metrics.jsonl"), split)]
+    return [{k: v for k, v in r.items() if k != "split"}
+            for r in read_metrics(os.path.join(workdir, "metrics.jsonl"), split)]
 
 
 def test_logged_means_summary_and_final_checkpoint(tmp_path):
@@ -208,13 +209,18 @@ def test_logger_prefixes_process_and_time(capsys):
     assert line[2] == ":" and line[5] == ":"  # HH:MM:SS time stamp
 
 
-def test_progress_bar_hidden_off_terminal_unless_forced(monkeypatch):
+def test_progress_off_terminal_writes_lines_unless_disabled(monkeypatch):
     from jaxaudio.train.log import progress
 
     monkeypatch.delenv("JAXAUDIO_PROGRESS", raising=False)
-    assert progress(10, 2, "t").disable  # pytest's stderr is not a terminal
+    bar = progress(10, 2, "t")  # pytest's stderr is not a terminal: plain lines, shown by default
+    assert not bar.disable and bar.n == 2 and bar.total == 10
+    bar.close()
+    assert progress(10, 2, "t", force=False).disable
     bar = progress(10, 2, "t", force=True)
     assert not bar.disable and bar.n == 2 and bar.total == 10
     bar.close()
+    monkeypatch.setenv("JAXAUDIO_PROGRESS", "0")
+    assert progress(10, 0, "t").disable
     monkeypatch.setenv("JAXAUDIO_PROGRESS", "1")
     assert not progress(10, 0, "t").disable

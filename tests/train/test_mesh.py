@@ -96,14 +96,16 @@ def test_rules_on_nnx_state_and_first_match_wins():
         "proj/kernel": P(None, "fsdp"),
     }
     rules = [(r"^proj/", "replicate")] + list(DEFAULT_RULES)
-    specs = {path_to_str(p): s.spec for p, s in jax.tree_util.tree_flatten_with_path(param_shardings(params, mesh, rules))[0]}
+    specs = {path_to_str(p): s.spec
+             for p, s in jax.tree_util.tree_flatten_with_path(param_shardings(params, mesh, rules))[0]}
     assert specs["proj/kernel"] == P()
 
 
 def test_state_shardings_mirror_params_in_optimizer_state():
     mesh = make_mesh(2, 4, 1)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3))
-    graphdef, state, shardings = create_sharded_state(lambda: _Tiny(nnx.Rngs(0)), tx, jax.random.key(0), mesh, with_teacher=True)
+    graphdef, state, shardings = create_sharded_state(lambda: _Tiny(nnx.Rngs(0)), tx, jax.random.key(0), mesh,
+                                                      with_teacher=True)
     assert shardings.step.spec == P() and shardings.rng.spec == P()
     kernel_spec = shardings.params["proj"]["kernel"].spec
     assert kernel_spec == P(None, "fsdp")
@@ -114,7 +116,8 @@ def test_state_shardings_mirror_params_in_optimizer_state():
     assert all(spec == P() for path, spec in opt.items() if path.endswith("count"))
     # The sharded initialisation gives the same values as building the model eagerly.
     _, eager = create_train_state(_Tiny(nnx.Rngs(0)), tx, jax.random.key(0), with_teacher=True)
-    np.testing.assert_array_equal(np.asarray(state.params["proj"]["kernel"]), np.asarray(eager.params["proj"]["kernel"]))
+    np.testing.assert_array_equal(np.asarray(state.params["proj"]["kernel"]),
+                                  np.asarray(eager.params["proj"]["kernel"]))
     assert state.params["proj"]["kernel"].sharding.spec == kernel_spec
     target = with_shardings(jax.eval_shape(lambda: eager), shardings)
     assert target.params["proj"]["kernel"].sharding.spec == kernel_spec
@@ -129,7 +132,8 @@ def test_state_shardings_mirror_params_in_optimizer_state():
             {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3},
         ),
         (
-            {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0", "JAX_LOCAL_DEVICE_IDS": "0,1"},
+            {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0",
+             "JAX_LOCAL_DEVICE_IDS": "0,1"},
             {"coordinator_address": "h:1", "num_processes": 2, "process_id": 0, "local_device_ids": [0, 1]},
         ),
         ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "8"}, {}),
@@ -158,7 +162,8 @@ def test_initialize_kwargs_errors_name_the_variable(env, word):
 
 
 def test_maybe_initialize_is_a_no_op_without_a_launcher(monkeypatch):
-    for name in ("JAXAUDIO_COORDINATOR", "JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "JAXAUDIO_TPU_POD"):
+    for name in ("JAXAUDIO_COORDINATOR", "JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES",
+                 "JAXAUDIO_TPU_POD"):
         monkeypatch.delenv(name, raising=False)
     assert distributed.maybe_initialize() is False
     assert jax.process_count() == 1

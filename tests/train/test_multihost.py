@@ -48,7 +48,8 @@ def _launch(out_dir: Path) -> None:
         )
         log = open(out_dir / f"process{rank}.log", "w")
         procs.append(
-            (subprocess.Popen([sys.executable, str(HERE / "multihost_worker.py"), str(out_dir)], env=env, stdout=log, stderr=subprocess.STDOUT), log)
+            (subprocess.Popen([sys.executable, str(HERE / "multihost_worker.py"), str(out_dir)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT), log)
         )
     try:
         for proc, _ in procs:

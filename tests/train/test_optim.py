@@ -26,7 +26,8 @@ def _params():
 def _grads(step):
     rng = np.random.default_rng(100 + step)
     scale = [3.0, 0.5, 8.0][step]  # the clip factor changes from step to step
-    grads = {k: {n: (scale * rng.normal(size=v.shape)).astype(np.float32) for n, v in d.items()} for k, d in _params().items()}
+    grads = {k: {n: (scale * rng.normal(size=v.shape)).astype(np.float32) for n, v in d.items()}
+             for k, d in _params().items()}
     grads["encoder"]["w"] *= 1000.0  # frozen: must not enter the clipping norm
     return grads
 
@@ -52,7 +53,8 @@ def _reference(steps, clip=CLIP):
     v = {k: {n: np.zeros_like(x) for n, x in d.items()} for k, d in m.items()}
     for step in range(steps):
         grads = _grads(step)
-        norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for k, d in grads.items() if k != "encoder" for g in d.values()))
+        norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2))
+                             for k, d in grads.items() if k != "encoder" for g in d.values()))
         factor = min(1.0, clip / norm) if clip else 1.0
         t = step + 1
         for group in m:
@@ -86,7 +88,8 @@ def test_adamw_groups_match_hand_computation():
     expected = _reference(3)
     for group in ("head", "other"):
         for name, value in expected[group].items():
-            np.testing.assert_allclose(np.asarray(params[group][name]), value, rtol=2e-5, atol=1e-6, err_msg=f"{group}/{name}")
+            np.testing.assert_allclose(np.asarray(params[group][name]), value, rtol=2e-5, atol=1e-6,
+                                       err_msg=f"{group}/{name}")
     # The comparison can tell: without clipping the reference lands elsewhere.
     unclipped = _reference(3, clip=None)
     assert np.max(np.abs(unclipped["other"]["w"] - expected["other"]["w"])) > 1e-3

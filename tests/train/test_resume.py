@@ -48,7 +48,8 @@ def _start(env, *args, stdout=subprocess.PIPE):
 
 
 def _run(env, *args, expect=0):
-    proc = subprocess.run([sys.executable, WORKER, *map(str, args)], env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([sys.executable, WORKER, *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=180)
     assert proc.returncode == expect, proc.stderr[-3000:]
     return proc
 
@@ -116,7 +117,7 @@ def _sigterm_run(worker_env, workdir):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == PREEMPTED_EXIT_CODE, err[-3000:]
-    line = [l for l in out.splitlines() if l.startswith("PREEMPTED")][0]
+    line = [ln for ln in out.splitlines() if ln.startswith("PREEMPTED")][0]
     reported, drawn = int(line.split()[1]), int(line.split("drawn=")[1])
     assert reported == drawn  # one step per batch drawn: the step in flight was finished
     assert EVERY <= reported < TOTAL

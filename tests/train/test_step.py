@@ -54,7 +54,8 @@ def test_sgd_ema_rng_and_metrics_match_closed_form():
         traces.append(1)
         pred = model.linear(batch["x"])
         loss = jnp.mean((pred - batch["y"]) ** 2)
-        return loss, {"noise": jax.random.uniform(rng), "teacher_gap": jnp.mean((teacher.linear(batch["x"]) - pred) ** 2)}
+        return loss, {"noise": jax.random.uniform(rng),
+                      "teacher_gap": jnp.mean((teacher.linear(batch["x"]) - pred) ** 2)}
 
     model = LinearBN(nnx.Rngs(0))
     w, b = np.asarray(model.linear.kernel[...], np.float64), np.asarray(model.linear.bias[...], np.float64)
@@ -110,6 +111,24 @@ def test_batchnorm_stats_follow_the_forward_pass_and_eval_uses_them():
     h = test["x"] @ np.asarray(p["linear"]["kernel"]) + np.asarray(p["linear"]["bias"])
     expected = (h - mean) / np.sqrt(var + 1e-5) * np.asarray(p["bn"]["scale"]) + np.asarray(p["bn"]["bias"])
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ahead_of_time_step_is_called_like_the_jit_step():
+    """``step.lower(state, batch).compile()`` (scaling study, benchmarks/train_step.py) runs as
+    ``(state, batch)`` and gives what the jit step gives; jax's analyses stay reachable."""
+    def loss_fn(model, batch, rng, teacher, step):
+        return jnp.mean((model(batch["x"]) - batch["y"]) ** 2), {}
+
+    mesh, _, state, _, step = _setup(LinearBN(nnx.Rngs(0)), loss_fn, ema_decay=0.5)
+    twin = _setup(LinearBN(nnx.Rngs(0)), loss_fn, ema_decay=0.5)[2]  # the same state; steps donate theirs
+    batch = global_batch(_data(0), mesh)
+    compiled = step.lower(state, batch).compile()
+    assert "all-reduce" in compiled.as_text() and compiled.memory_analysis() is not None
+    aot_state, aot_metrics = compiled(state, batch)
+    jit_state, jit_metrics = step(twin, batch)
+    assert float(aot_metrics["loss"]) == float(jit_metrics["loss"])
+    for aot, jit in zip(jax.tree.leaves(aot_state.params), jax.tree.leaves(jit_state.params)):
+        np.testing.assert_array_equal(np.asarray(aot), np.asarray(jit))
 
 
 def test_teacher_requires_ema_decay():

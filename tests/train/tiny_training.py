@@ -55,18 +55,20 @@ class TransformerTagger(nnx.Module):
         self.encoder = TransformerEncoder(1, 64, 4, 256, dropout=0.1, rngs=rngs)
         self.head = nnx.Linear(64, CLASSES, rngs=rngs)
 
-    def __call__(self, x, mask, *, rngs=None):
-        return self.head(self.encoder(self.proj(x), mask, rngs=rngs))
+    def __call__(self, x, mask, *, train: bool, rngs=None):
+        return self.head(self.encoder(self.proj(x), mask, train=train, rngs=rngs))
 
 
 def transformer_loss(model, batch, rng, teacher, step):
     """Masked frame BCE + mean-teacher consistency (exercises rng, teacher and EMA)."""
     mask = batch["mask"].astype(jnp.float32)[..., None]
-    logits = model(batch["features"], batch["mask"], rngs=nnx.Rngs(dropout=rng))
+    logits = model(batch["features"], batch["mask"], train=True, rngs=nnx.Rngs(dropout=rng))
     bce = optax.sigmoid_binary_cross_entropy(logits, batch["frame_labels"])
     bce = jnp.sum(bce * mask) / (jnp.sum(mask) * CLASSES)
-    teacher_probs = jax.nn.sigmoid(teacher(batch["features"], batch["mask"], rngs=nnx.Rngs(dropout=jax.random.fold_in(rng, 1))))
-    consistency = jnp.sum((jax.nn.sigmoid(logits) - jax.lax.stop_gradient(teacher_probs)) ** 2 * mask) / (jnp.sum(mask) * CLASSES)
+    teacher_rngs = nnx.Rngs(dropout=jax.random.fold_in(rng, 1))
+    teacher_probs = jax.nn.sigmoid(teacher(batch["features"], batch["mask"], train=True, rngs=teacher_rngs))
+    consistency = (jnp.sum((jax.nn.sigmoid(logits) - jax.lax.stop_gradient(teacher_probs)) ** 2 * mask)
+                   / (jnp.sum(mask) * CLASSES))
     return bce + 0.5 * consistency, {"bce": bce, "consistency": consistency}
 
 
@@ -124,10 +126,10 @@ def _tiny_crnn():
 
 def crnn_loss(model, batch, rng, teacher, step):
     """Weak-label BCE on the student plus the weak-output consistency to the EMA teacher."""
-    weak = jnp.clip(model(batch["features"], rngs=rng)["weak"], 1e-7, 1 - 1e-7)
+    weak = jnp.clip(model(batch["features"], train=True, rngs=rng)["weak"], 1e-7, 1 - 1e-7)
     labels = batch["clip_labels"]
     bce = -jnp.mean(labels * jnp.log(weak) + (1 - labels) * jnp.log(1 - weak))
-    teacher_weak = teacher(batch["features"], rngs=jax.random.fold_in(rng, 1))["weak"]
+    teacher_weak = teacher(batch["features"], train=True, rngs=jax.random.fold_in(rng, 1))["weak"]
     consistency = jnp.mean((weak - jax.lax.stop_gradient(teacher_weak)) ** 2)
     return bce + consistency, {"bce": bce}
 

@@ -6,7 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 SCRIPT_SUMMARY="Submit tpu_scripts/slurm/train_gpu.sbatch: --nodes nodes with --gpus-per-node GPUs each, and
 --ntasks-per-node equal to the GPU count (--procs=per-gpu) or 1 (--procs=per-node). The job runs
 from the project root (sbatch --chdir) and logs to JOBNAME-JOBID.out there."
-PASSTHROUGH_HELP="more arguments for experiments/run.py, e.g. -- --config.train.lr=3e-4"
+PASSTHROUGH_HELP="more arguments for experiments/run.py, e.g. -- --config.stages.train.lr=3e-4"
 flag_required exp "experiment name (python experiments/run.py --list)"
 flag_required workdir "checkpoints and metrics, on a file system every node shares"
 flag preset paper "config preset passed to run.py"

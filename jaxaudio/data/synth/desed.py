@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm.auto import tqdm
 
 from jaxaudio.data.synth import dsp, manifest
 from jaxaudio.data.synth.backgrounds import make_background
 from jaxaudio.data.synth.sources import CLASSES, make_source
 from jaxaudio.errors import ConfigError
+from jaxaudio.utils.progress import progress as progress_reporter
 
 # Bump when a change to the generator changes its output: cached sets then regenerate.
 GENERATOR_VERSION = 1
@@ -54,7 +54,11 @@ class SynthConfig:
 
 DEFAULT = SynthConfig()
 SMALL = SynthConfig(n_strong=10, n_weak=6, n_unlabeled=4, n_validation=10, n_eval=10)
-PRESETS = {"default": DEFAULT, "small": SMALL}
+# The systems' smoke presets: short clips, enough of them that a few hundred CPU steps learn
+# something measurable (tests assert that the trained model beats the untrained one).
+SMOKE = SynthConfig(clip_seconds=2.5, n_strong=96, n_weak=24, n_unlabeled=24, n_validation=32, n_eval=32,
+                    max_events=2, min_visible_seconds=0.2)
+PRESETS = {"default": DEFAULT, "small": SMALL, "smoke": SMOKE}
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,8 @@ def generate(out_dir, config: SynthConfig = DEFAULT, progress: bool = True, work
     workers = min(workers, max(1, len(jobs) // 16))  # starting a worker costs ~16 clips' time
     results: dict[str, list] = {p.name: [None] * getattr(config, p.size_field) for p in SUBSETS}
     files: dict[str, dict] = {}
-    bar = tqdm(total=len(jobs), desc="synth desed", unit="clip", disable=not progress)
+    # a bar on a terminal, about ten plain lines in a log file (jaxaudio.utils.progress)
+    bar = progress_reporter(len(jobs), desc="synth desed", unit="clip", force=None if progress else False)
     if workers == 1:
         stream = map(_render_and_write, jobs)
         pool = None

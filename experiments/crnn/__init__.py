@@ -1,0 +1,1 @@
+"""DCASE task-4 CRNN baseline."""

@@ -1,0 +1,1 @@
+"""PMAM: prototype-based masked audio model pre-training for SED."""

@@ -1,0 +1,227 @@
+"""PMAM: prototype-based masked audio model pre-training, then mean-teacher fine-tuning for SED.
+
+    python experiments/run.py --exp=pmam                    # tiny: built-in synthetic set, 2 CPU cores
+    python experiments/run.py --exp=pmam --preset=paper \\
+        --data_dir=/path/to/DESED --config.model.passt_checkpoint=passt-s-f128-p16-s10-ap.476-swa.pt
+
+Stages (each resumes by itself from ``workdir/<stage>/``): for every round r of
+``pretrain.rounds``: frame features -> GMM with ``K`` prototypes -> soft pseudo labels ->
+masked audio model training; then fine-tuning stage 1 (heads only) and stage 2 (all), then
+evaluation. ``pretrain.rounds=0`` fine-tunes the same network without pre-training (the
+ablation's baseline).
+
+Paper values (``spec/papers.md`` section 1, Transformer4SED ``config/pmam/*.yaml``) are cited
+next to each setting; steps stand in for the reference's epochs.
+"""
+import ml_collections
+
+from experiments.sed.data_config import desed_data, sed_eval
+
+PRESETS = ("smoke", "tiny", "paper")
+
+
+def _groups(*entries):
+    """Optimizer groups as config entries: (name, regex on the parameter path, lr, weight decay)."""
+    return tuple(entries)
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = desed_data(32000)            # PaSST's rate
+
+    # Any FrontEndConfig field may be overridden here; the rest come from the preset.
+    c.frontend = ml_collections.ConfigDict()
+    c.frontend.preset = "PASST_32K"   # 128 Kaldi mels, hop 10 ms, (x + 4.5) / 5
+
+    c.model = ml_collections.ConfigDict()
+    c.model.n_mels = 128
+    c.model.frames = 1000             # pred_len: 100 frames/s over 10 s
+    c.model.vit = "PASST_S_LORA"      # PaSST-S, LoRA r=8 alpha=1
+    c.model.vit_dim = 768
+    c.model.vit_depth = 12
+    c.model.vit_heads = 12
+    c.model.vit_mlp_ratio = 4.0
+    c.model.feature_layer = 10        # PaSST block whose tokens feed the frame path
+    c.model.cnn_channels = (16, 16, 32, 32, 64, 64, 128, 128, 256, 384)
+    c.model.cnn_pooling = ((2, 2), (1, 1), (2, 2), (1, 1), (1, 2), (1, 2), (1, 2), (1, 2), (1, 2), (1, 1))
+    c.model.cnn_dropout = 0.5
+    c.model.decoder_dim = 384
+    c.model.context_layers = 3
+    c.model.context_heads = 12
+    c.model.freq_pool_heads = 6
+    c.model.at_heads = 12
+    c.model.n_prototypes = 30         # K (issue cai525/Transformer4SED#10)
+    c.model.passt_checkpoint = ""     # PaSST .pt / .safetensors to start the encoder from
+
+    c.pretrain = ml_collections.ConfigDict()
+    c.pretrain.rounds = 2             # prototype fitting <-> MAM training iterations
+    c.pretrain.feature_layer = "after_interpolate"  # or "transformer_<i>"
+    c.pretrain.frame_stride = 10      # keep every n-th frame for the GMM fit
+    c.pretrain.max_gmm_frames = 200_000
+    c.pretrain.gmm_kind = "gmm"       # "gmm" (soft posteriors) or "kmeans" (one-hot)
+    c.pretrain.gmm_max_iter = 100
+    c.pretrain.gmm_pca_dim = 0        # 0: no PCA
+    c.pretrain.gmm_reg_covar = 1e-4
+    c.pretrain.mask_rate = 0.8
+    c.pretrain.mask_block = 10        # frames (0.1 s)
+    c.pretrain.p_mask_token = 0.9
+    c.pretrain.p_random = 0.05
+    c.pretrain.aux_weight = 0.1       # clip-level AT loss
+
+    # Stages, each in the one schema (jaxaudio/train/stage_config.py); groups are
+    # (name, regex on the parameter path, lr, weight decay), the first match wins.
+    c.stages = ml_collections.ConfigDict()
+    p = c.stages.pretrain = ml_collections.ConfigDict()   # every round's masked-audio-model stage
+    p.steps = 30 * 1000               # 30 epochs
+    p.lr = 1.5e-4                     # CNN / decoder
+    p.weight_decay = 1e-4
+    p.schedule = {"kind": "warmup_exp_down", "warmup_steps": 0,
+                  "decay_start_step": 10 * 1000, "exponent": -1.5}   # exp-down from epoch 10
+    p.groups = _groups(
+        ("encoder_frozen", r"^encoder/blocks/[0-7]/", 0.0, 0.0),     # first 8 blocks frozen
+        ("encoder", r"^encoder/", 5e-6, 1.0),
+        ("heads", r"^(mlm_hidden|mlm_out|at_pool|at_prototype_head)/", 2e-4, 1e-4),
+    )
+    p.frame_shift_sigma = 90.0
+    p.filter_augment = True
+
+    finetune_schedule = {"kind": "warmup_exp_down", "warmup_steps": 0, "decay_start_step": 15 * 1000,
+                         "exponent": -1.5}
+    f1 = c.stages.finetune1 = ml_collections.ConfigDict()   # heads only, everything else frozen
+    f1.steps = 15 * 1000
+    f1.lr = 0.0
+    f1.schedule = dict(finetune_schedule)
+    f1.groups = _groups(("heads", r"^(classifier|at_pool|at_class_head)/", 2e-4, 1e-4))
+    f1.lr_group = "heads"             # the lr logged per step
+    f1.ema = 0.999
+    f1.consistency_max = 2.0
+    f1.rampup_steps = 8 * 1000
+    f1.rampup = "linear"
+    f2 = c.stages.finetune2 = ml_collections.ConfigDict()   # all parameters (but the fusion weight)
+    f2.steps = 30 * 1000
+    f2.lr = 1.5e-4                    # CNN / decoder
+    f2.weight_decay = 1e-4
+    f2.schedule = dict(finetune_schedule)
+    f2.groups = _groups(
+        ("encoder_top", r"^encoder/blocks/(8|9|10|11)/", 1.5e-5, 1e-4),   # last 4 blocks x2
+        ("encoder", r"^encoder/", 7.5e-6, 1e-4),
+        ("heads", r"^(classifier|at_pool|at_class_head)/", 2e-4, 1e-4),
+    )
+    f2.lr_group = ""
+    f2.ema = 0.999
+    f2.consistency_max = 40.0
+    f2.rampup_steps = 15 * 1000
+    f2.rampup = "sigmoid"
+    for f in (f1, f2):
+        f.weak_weight = 0.5           # pooled clip BCE
+        f.at_weight = 2.0             # AT-branch clip BCE
+        f.mixup_prob = 0.5
+        f.frame_shift_sigma = 90.0
+        f.filter_augment = True
+
+    c.train = ml_collections.ConfigDict()   # loop defaults of every stage
+    c.train.clip_norm = 20.0
+    c.train.log_every = 100
+    c.train.checkpoint_every = 1000
+    c.train.keep = 2
+
+    c.batch = ml_collections.ConfigDict()
+    c.batch.pretrain_strong = 6       # [6 strong, 6 weak, 12 unlabeled], labels unused
+    c.batch.pretrain_weak = 6
+    c.batch.pretrain_unlabeled = 12
+    c.batch.strong = 6                # fine-tuning [4 strong + 2 synth, 6 weak, 6 unlabeled]
+    c.batch.weak = 6
+    c.batch.unlabeled = 6
+    c.batch.eval = 16
+
+    c.eval = sed_eval(median_window=7)  # frames
+
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.sharding = ml_collections.ConfigDict({"rules": ()})   # (regex, kind) pairs before the defaults
+
+    if preset == "tiny":
+        # Every stage on the built-in 16 kHz set on 2 CPU cores in well under 30 minutes:
+        # 64 mels at 25 frames/s (hop 640) -> 250 output frames (40 ms), a 4-block ViT of
+        # width 64 trained from scratch, a 3-block CNN, a 2-block context network.
+        c.data.sample_rate = 16000
+        c.frontend.sample_rate = 16000
+        c.frontend.n_mels = 64
+        c.frontend.n_fft = 1024
+        c.frontend.win_length = 1024
+        c.frontend.hop_length = 640
+        c.frontend.fmax = 8000.0
+        c.model.n_mels = 64
+        c.model.frames = 250
+        c.model.vit = "plain"
+        c.model.vit_dim = 64
+        c.model.vit_depth = 4
+        c.model.vit_heads = 4
+        c.model.vit_mlp_ratio = 2.0
+        c.model.feature_layer = 4
+        c.model.cnn_channels = (16, 32, 64)
+        c.model.cnn_pooling = ((2, 4), (5, 4), (1, 4))
+        c.model.cnn_dropout = 0.1
+        c.model.decoder_dim = 64
+        c.model.context_layers = 2
+        c.model.context_heads = 4
+        c.model.freq_pool_heads = 4
+        c.model.at_heads = 4
+        c.model.n_prototypes = 10
+        c.pretrain.frame_stride = 5
+        c.pretrain.max_gmm_frames = 40_000
+        p.steps = 400
+        p.lr = 1e-3
+        p.schedule = {"kind": "warmup_exp_down", "warmup_steps": 20, "decay_start_step": 200, "exponent": -1.5}
+        p.groups = _groups(
+            ("heads", r"^(mlm_hidden|mlm_out|at_pool|at_prototype_head)/", 1e-3, 1e-4),
+        )
+        p.frame_shift_sigma = 10.0
+        c.pretrain.mask_block = 5         # 0.2 s at 25 frames/s
+        tiny_schedule = {"kind": "warmup_exp_down", "warmup_steps": 20, "decay_start_step": 400, "exponent": -1.0}
+        f1.steps = 150
+        f1.groups = _groups(("heads", r"^(classifier|at_pool|at_class_head)/", 2e-3, 1e-4))
+        f1.rampup_steps = 75
+        f2.steps = 800
+        f2.lr = 2e-3
+        f2.groups = _groups(
+            ("encoder", r"^encoder/", 1e-3, 1e-4),
+            ("heads", r"^(classifier|at_pool|at_class_head)/", 2e-3, 1e-4),
+        )
+        f2.consistency_max = 2.0
+        f2.rampup_steps = 400
+        for f in (f1, f2):
+            f.schedule = dict(tiny_schedule)
+            f.ema = 0.99
+            f.frame_shift_sigma = 10.0
+        c.train.clip_norm = 5.0
+        c.train.log_every = 50
+        c.train.checkpoint_every = 100
+        c.batch.pretrain_strong, c.batch.pretrain_weak, c.batch.pretrain_unlabeled = 4, 4, 8
+        c.batch.strong, c.batch.weak, c.batch.unlabeled = 8, 4, 4
+        c.eval.median_window = 5
+    if preset == "smoke":
+        # Seconds on a CPU, for tests: the tiny network on the built-in "smoke" set (2.5 s
+        # clips, 60 output frames), one round, a few hundred steps in all.
+        c = get_config("tiny")
+        c.data.synth_preset = "smoke"
+        c.data.synth_dir = "data/desed_synth_smoke"
+        c.data.clip_seconds = 2.5
+        c.model.frames = 60
+        c.pretrain.rounds = 1
+        c.pretrain.max_gmm_frames = 5000
+        c.stages.pretrain.steps = 20
+        c.stages.finetune1.steps = 10
+        c.stages.finetune1.rampup_steps = 5
+        c.stages.finetune2.steps = 120
+        c.stages.finetune2.rampup_steps = 60
+        for name in ("pretrain", "finetune1", "finetune2"):
+            c.stages[name].schedule = {"kind": "warmup_exp_down", "warmup_steps": 5,
+                                       "decay_start_step": c.stages[name].steps // 2, "exponent": -1.0}
+        c.batch.pretrain_strong, c.batch.pretrain_weak, c.batch.pretrain_unlabeled = 4, 2, 2
+        c.batch.strong, c.batch.weak, c.batch.unlabeled, c.batch.eval = 6, 1, 1, 16
+        c.train.log_every = 10
+        c.train.checkpoint_every = 60
+        c.eval.primary_metric = "frame_auc"   # why: see the crnn smoke preset
+    return c

@@ -1,0 +1,298 @@
+"""PMAM end to end: prototypes -> masked audio model (``pretrain.rounds`` times) -> two-stage
+mean-teacher fine-tuning -> PSDS evaluation.
+
+Stages (the trainer runs them in order, each in its own folder, skipping finished ones)::
+
+    round1/prototypes   GMM, pseudo labels per subset, pseudo_labels.png       (a run stage)
+    round1/pretrain     masked audio model on the round's pseudo labels
+    round2/...          the same, with features of the round-1 model
+    finetune1           heads only (everything else frozen), mean teacher
+    finetune2           all parameters but the fusion weight, mean teacher
+    evaluation          PSDS1/PSDS2/F1 per split, PSD-ROC plots (the trainer's own)
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments.pmam import config as pmam_config
+from experiments.pmam import prototypes as protos
+from experiments.pmam.model import build_model, frontend_config, mel_frames, model_config
+from experiments.sed import augment as sed_augment
+from experiments.sed import task
+from jaxaudio.audio import features
+from jaxaudio.errors import ConfigError
+from jaxaudio.nn.masking import block_mask, replacement_plan
+from jaxaudio.objectives.sed import mean_teacher_at_loss
+from jaxaudio.objectives.ssl import pmam_loss
+from jaxaudio.train.log import get_logger
+from jaxaudio.train.schedules import linear_rampup, sigmoid_rampup
+from jaxaudio.train.stage_config import stage_fields
+from jaxaudio.train.system import Stage, StageContext, System
+
+LOG = get_logger("jaxaudio.pmam")
+FINAL_STAGE = "finetune2"
+# Parameters a stage never reads: frozen, so AdamW's decoupled weight decay leaves them alone
+# (PyTorch skips parameters without gradients; here they would otherwise shrink every step).
+UNUSED_IN_PRETRAINING = r"^(classifier|at_class_head)/"
+UNUSED_IN_FINETUNING = r"^(mlm_hidden|mlm_out|at_prototype_head|mask_token)"
+FROZEN_IN_STAGE = {
+    "pretrain": [{"name": "unused", "pattern": UNUSED_IN_PRETRAINING, "lr": 0.0}],
+    "finetune1": [],
+    # the fusion weight trains only during pre-training (Transformer4SED)
+    "finetune2": [{"name": "fusion", "pattern": r"^fusion_weight", "lr": 0.0},
+                  {"name": "unused", "pattern": UNUSED_IN_FINETUNING, "lr": 0.0}],
+}
+RAMPS = {"linear": linear_rampup, "sigmoid": sigmoid_rampup}
+
+
+def pretrain_name(round_index: int) -> str:
+    return f"round{round_index}/pretrain"
+
+
+def prototypes_dir(workdir: str, round_index: int) -> str:
+    return os.path.join(workdir, f"round{round_index}/prototypes")
+
+
+# ----------------------------------------------------------------------------- losses
+def pretrain_loss_fn(config, fe, prototypes: np.ndarray):
+    """Block-masked prototype BCE on hidden frames + the clip-level AT term (``ssl.pmam_loss``)."""
+    p, s, frames = config.pretrain, config.stages.pretrain, config.model.frames
+    shift = sed_augment.make_augment([], frame_shift_sigma=s.frame_shift_sigma, mixup_prob=0.0,
+                                     filter_augment=s.filter_augment,
+                                     units_per_db=sed_augment.filter_units_per_db(fe))
+    means = jnp.asarray(prototypes, jnp.float32)
+
+    def loss_fn(model, batch, rng, teacher, step):
+        k_aug, k_mask, k_plan, k_model = jax.random.split(rng, 4)
+        mel = mel_frames(batch["audio"], fe, frames)
+        gamma = batch["gamma"].astype(jnp.float32)
+        clip_dummy = jnp.zeros((mel.shape[0], 1), jnp.float32)
+        mel, gamma, _ = shift(k_aug, mel, gamma, clip_dummy)
+        mask = block_mask(k_mask, mel.shape[0], frames, p.mask_block, p.mask_rate)
+        plan = replacement_plan(k_plan, mask, p.p_mask_token, p.p_random)
+        out = model.mam_forward(mel, mask, plan, prototypes=means, train=True, rngs=k_model)
+        loss, aux = pmam_loss(out, gamma, mask, p.aux_weight)
+        hit = jnp.argmax(out["prototype_probs"], -1) == jnp.argmax(gamma, -1)
+        aux["masked_top1"] = jnp.sum(jnp.where(mask, hit, False)) / jnp.maximum(jnp.sum(mask), 1)
+        return loss, aux
+
+    return loss_fn
+
+
+def finetune_loss_fn(config, fe, name: str, segments=None):
+    """MAT-SED/PMAM mean-teacher loss; the consistency weight ramps as the stage says.
+    ``segments``: the rows of each source in a batch (default: the config's batch counts)."""
+    f, b = config.stages[name], config.batch
+    segments = segments or sed_augment.batch_segments((b.strong, b.weak, b.unlabeled))
+    augment_batch = sed_augment.make_augment(segments, frame_shift_sigma=f.frame_shift_sigma,
+                                             mixup_prob=f.mixup_prob, filter_augment=f.filter_augment,
+                                             units_per_db=sed_augment.filter_units_per_db(fe))
+    if f.rampup not in RAMPS:
+        raise ConfigError(f"stages.{name}.rampup={f.rampup!r}; expected one of {', '.join(RAMPS)}")
+    ramp, rampup, w_max = RAMPS[f.rampup], f.rampup_steps, f.consistency_max
+
+    def loss_fn(model, batch, rng, teacher, step):
+        k_aug, k_student, k_teacher = jax.random.split(rng, 3)
+        mel = mel_frames(batch["audio"], fe, config.model.frames)
+        mel, strong, weak = augment_batch(k_aug, mel, batch["strong"], batch["weak"])
+        student = model.sed_forward(mel, train=True, rngs=k_student)
+        teacher_out = teacher.sed_forward(mel, train=True, rngs=k_teacher)
+        targets = {"strong": strong, "weak": weak, "has_strong": batch["has_strong"], "has_weak": batch["has_weak"]}
+        return mean_teacher_at_loss(student, teacher_out, targets, w_max * ramp(step, rampup),
+                                    weak_weight=f.weak_weight, at_weight=f.at_weight)
+
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- stages
+def _train_sources(data: task.SEDData) -> dict:
+    d = data.config.data
+    return {name: data.source(name) for name in (d.train_strong, d.train_weak, d.train_unlabeled)}
+
+
+def prototypes_stage(config, data: task.SEDData, round_index: int, previous: str | None) -> Stage:
+    """Fit the prototypes on features of the model ``previous`` left (or a fresh one)."""
+
+    def run(ctx: StageContext) -> dict:
+        p, mcfg = config.pretrain, model_config(config)
+        fe, frames, layer = frontend_config(config), config.model.frames, config.pretrain.feature_layer
+        graphdef, state, shardings = ctx.model_of(previous)
+        feature_step = ctx.eval_step(graphdef, shardings, lambda model, batch: (
+            model.gmm_features(mel_frames(batch["audio"], fe, frames), layer), batch["index"]))
+
+        def feature_fn(batch):
+            return feature_step(state.params, state.model_state, batch)
+
+        sources = _train_sources(data)
+        to_eval = ctx.to_device(("audio", "index"))
+        seed = config.seed + round_index
+        started = time.time()
+        x = protos.sample_frames(sources, feature_fn, p, config.batch.eval, to_eval, seed)
+        if x.shape[1] != mcfg.prototype_dim:
+            raise ConfigError(f"pretrain.feature_layer={layer!r} gives {x.shape[1]}-d features but the MLM head "
+                              f"predicts {mcfg.prototype_dim}-d; use 'after_interpolate' or set "
+                              "model.decoder_dim = model.vit_dim")
+        LOG.info("round %d: fitting %s with %d prototypes on %d frames of %s features (%d-d)", round_index,
+                 p.gmm_kind, mcfg.n_prototypes, len(x), layer, x.shape[1])
+        fitted, summary = protos.fit_prototypes(x, p, mcfg.n_prototypes, seed, mesh=None)
+        fitted.save(os.path.join(ctx.path, "prototypes.npz"))
+        summary.update(protos.label_subsets(fitted, sources, feature_fn, config.batch.eval, to_eval, ctx.path))
+        summary["seconds"] = time.time() - started
+        strong_name = config.data.train_strong
+        labels = protos.load_labels(ctx.path, [strong_name])[strong_name]
+        protos.plot_clip(labels, sources[strong_name], 0, os.path.join(ctx.path, "pseudo_labels.png"),
+                         f"round {round_index}: GMM posteriors of {sources[strong_name].records[0].clip_id}")
+        LOG.info("round %d prototypes: %s", round_index, {k: v for k, v in summary.items() if k != "weights"})
+        return summary
+
+    return Stage(f"round{round_index}/prototypes", run=run)
+
+
+def pretrain_stage(config, workdir: str, data: task.SEDData, round_index: int, previous: str | None) -> Stage:
+    """The masked audio model on round ``round_index``'s pseudo labels, from ``previous``'s weights."""
+    fe, mcfg = frontend_config(config), model_config(config)
+    b, d = config.batch, config.data
+    counts = {d.train_strong: b.pretrain_strong, d.train_weak: b.pretrain_weak, d.train_unlabeled: b.pretrain_unlabeled}
+    order = [n for n in counts if counts[n] > 0]
+    local = [counts[n] // jax.process_count() for n in order]
+    loaded = {}
+
+    def prototypes_and_labels():
+        """Read once, when the stage starts (the prototype stage has written them by then)."""
+        if not loaded:
+            directory = prototypes_dir(workdir, round_index)
+            fitted = protos.Prototypes.load(os.path.join(directory, "prototypes.npz"),
+                                            n_prototypes=mcfg.n_prototypes, dim=mcfg.prototype_dim)
+            expected = {n: (len(data.source(n)), config.model.frames, mcfg.n_prototypes) for n in order}
+            loaded.update(fitted=fitted, labels=protos.load_labels(directory, order, expected))
+        return loaded
+
+    def prepare(batch):
+        labels = prototypes_and_labels()["labels"]
+        rows, start = [], 0
+        for n, count in zip(order, local):
+            rows.append(np.asarray(labels[n][batch["index"][start:start + count]], np.float32))
+            start += count
+        return {"audio": batch["audio"], "gamma": np.concatenate(rows)}
+
+    class _Loss:
+        """Built on first call, so the prototypes are read only when the stage trains."""
+
+        fn = None
+
+        def __call__(self, *args, **kwargs):
+            if self.fn is None:
+                self.fn = pretrain_loss_fn(config, fe, prototypes_and_labels()["fitted"].prototypes)
+            return self.fn(*args, **kwargs)
+
+    name = pretrain_name(round_index)
+    return Stage(name, loss=_Loss(), batches=lambda: data.mixed_batches(counts, config.seed + 100 * round_index),
+                 batch_keys=("audio", "gamma"), prepare=prepare, init_from=previous,
+                 **stage_fields(config.stages.pretrain, "stages.pretrain", extra_groups=FROZEN_IN_STAGE["pretrain"],
+                                loop_defaults=_loop_defaults(config)))
+
+
+def finetune_stage(config, data: task.SEDData, index: int, previous: str | None) -> Stage:
+    name = f"finetune{index}"
+    fe = frontend_config(config)
+    return Stage(name, loss=finetune_loss_fn(config, fe, name),
+                 batches=lambda: data.mixed_batches(data.finetune_counts(), config.seed + index),
+                 batch_keys=task.TRAIN_KEYS, init_from=previous,
+                 **stage_fields(config.stages[name], f"stages.{name}", extra_groups=FROZEN_IN_STAGE[name],
+                                loop_defaults=_loop_defaults(config)))
+
+
+def _loop_defaults(config) -> dict:
+    return dict(config.train)
+
+
+def stages(config, workdir: str) -> list[Stage]:
+    """The stage list; the pre-training stages read what their prototype stage wrote in ``workdir``."""
+    data = task.SEDData(config, config.model.frames)
+    out, previous = [], None
+    for r in range(1, config.pretrain.rounds + 1):
+        out.append(prototypes_stage(config, data, r, previous))
+        out.append(pretrain_stage(config, workdir, data, r, previous))
+        previous = pretrain_name(r)
+    for index in (1, 2):
+        out.append(finetune_stage(config, data, index, previous))
+        previous = f"finetune{index}"
+    return out
+
+
+# ----------------------------------------------------------------------------- outputs
+def predict(config):
+    fe, frames = frontend_config(config), config.model.frames
+
+    def forward(model, batch):
+        out = model.sed_forward(mel_frames(batch["audio"], fe, frames), train=False)
+        return {"strong": out["strong"], "weak": out["weak"]}
+
+    return forward
+
+
+def inference_model(config, workdir: str, *, export: bool = True):
+    """The teacher of the last fine-tuning stage as waveform -> {strong, weak}. The export form
+    builds the DFT matrix in the graph (under the front end's scope) and traces the exact GELU
+    as x * Phi(x) with few ops (~20 builtin ops each instead of ~65)."""
+    from jaxaudio.export import frontend as export_frontend
+    from jaxaudio.nn.activations import EXACT_GELU_SCOPE, few_op_gelu
+    from jaxaudio.train.trainer import restore_final
+
+    graphdef, state, _ = restore_final(SYSTEM, config, workdir)
+    fe, frames = frontend_config(config), config.model.frames
+
+    def fn(variables, waveform):
+        model = nnx.merge(graphdef, variables["params"], variables["model_state"])
+        model.eval()
+        if not export:
+            return predict(config)(model, {"audio": waveform})
+        mel = export_frontend.log_mel(waveform, fe)
+        with jax.named_scope(features.FRONTEND_SCOPE):  # the crop stays float in the integer variants
+            mel = mel[:, :frames].astype(jnp.float32)
+        with few_op_gelu():
+            out = model.sed_forward(mel, train=False)
+        return {"strong": out["strong"], "weak": out["weak"]}
+
+    options = {"float_scopes": (EXACT_GELU_SCOPE,),  # LiteRT aborts on the int8 erf polynomial
+               "per_channel_dense": False}  # per-channel scales of the many small dense layers: 76 KB of 540
+    return task.inference_model(config, task.SEDData(config, frames), name="pmam", fn=fn,
+                                variables={"params": state.teacher["params"],
+                                           "model_state": state.teacher["model_state"]},
+                                source=task.describe(workdir, FINAL_STAGE, int(np.asarray(state.step))), **options)
+
+
+def predictor(config, workdir: str):
+    from jaxaudio.train.trainer import batch_predictor
+
+    predict_batch, source = batch_predictor(SYSTEM, config, workdir)
+    return task.predictor(config, task.SEDData(config, config.model.frames), predict_batch), source
+
+
+def scaling_cases(preset: str) -> dict:
+    from experiments.pmam import scaling
+
+    return {"pmam": lambda: scaling.pmam_case(preset), "pmam_finetune": lambda: scaling.pmam_finetune_case(preset)}
+
+
+SYSTEM = System(
+    name="pmam",
+    description="PMAM: GMM prototypes + masked audio model pre-training, mean-teacher fine-tuning, PSDS",
+    get_config=pmam_config.get_config,
+    presets=pmam_config.PRESETS,
+    build_model=build_model,
+    stages=stages,
+    evaluators=lambda config: task.evaluators(config, task.SEDData(config, config.model.frames)),
+    predict=predict,
+    final_stage=lambda config: FINAL_STAGE,
+    eval_keys=task.EVAL_KEYS,
+    inference_model=inference_model,
+    predictor=predictor,
+    scaling_cases=scaling_cases,
+)

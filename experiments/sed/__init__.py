@@ -1,0 +1,1 @@
+"""Wiring shared by the sound event detection systems (DESED-layout data, augmentation, outputs)."""

@@ -1,0 +1,78 @@
+"""Data wiring shared by the SED systems: where the DESED-layout data is, and its sources.
+
+The built-in synthetic set is generated (once, cached) when no ``data.data_dir`` is given, so
+``python experiments/run.py --exp=...`` works on a fresh machine with nothing downloaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+
+from jaxaudio.data.sed.clips import ClipSource
+from jaxaudio.data.sed.desed import DEFAULT_LAYOUT, DESED_CLASSES, load_subset
+from jaxaudio.data.sed.labels import FrameLabelEncoder
+from jaxaudio.data.source import mixed_batches
+from jaxaudio.data.synth.cache import ensure_dataset
+from jaxaudio.data.synth.desed import PRESETS as SYNTH_PRESETS
+from jaxaudio.errors import ConfigError
+from jaxaudio.train.log import get_logger
+
+
+def data_root(data_cfg) -> str:
+    """The user's DESED folder, or the built-in synthetic set (generated on first use).
+
+    With ``data.prepared_dir`` (ArrayRecord shards from ``python -m jaxaudio.data.prepare``)
+    the clips come from there and this is that folder.
+    """
+    if data_cfg.get("prepared_dir"):
+        return data_cfg.prepared_dir
+    if data_cfg.data_dir:
+        if not os.path.isdir(data_cfg.data_dir):
+            raise ConfigError(f"data.data_dir (--data_dir): {data_cfg.data_dir!r} is not a folder")
+        return data_cfg.data_dir
+    if data_cfg.synth_preset not in SYNTH_PRESETS:
+        raise ConfigError(
+            f"data.synth_preset: unknown preset {data_cfg.synth_preset!r}; presets: {', '.join(SYNTH_PRESETS)}"
+        )
+    synth = dataclasses.replace(SYNTH_PRESETS[data_cfg.synth_preset], sample_rate=data_cfg.sample_rate)
+    get_logger("jaxaudio.data").info("built-in synthetic DESED set in %s", data_cfg.synth_dir)
+    # Every process generates into its own view of the folder only if it is missing; on a
+    # shared filesystem the atomic rename makes concurrent generation safe.
+    return str(ensure_dataset(data_cfg.synth_dir, synth, progress=jax.process_index() == 0))
+
+
+def subset_spec(name: str):
+    """The DESED layout entry (folders and tsv files) of one subset, by its config name."""
+    if name not in DEFAULT_LAYOUT:
+        raise ConfigError(f"data: unknown subset {name!r}; subsets: {', '.join(DEFAULT_LAYOUT)}")
+    return DEFAULT_LAYOUT[name]
+
+
+def clip_source(root: str, data_cfg, name: str, encoder: FrameLabelEncoder) -> ClipSource:
+    clip_samples = int(round(data_cfg.clip_seconds * data_cfg.sample_rate))
+    if data_cfg.get("prepared_dir"):
+        from jaxaudio.data.sed.prepared import PreparedClipSource, prepared_path  # needs the "data" extra
+
+        return PreparedClipSource(prepared_path(data_cfg.prepared_dir, data_cfg.sample_rate, clip_samples), name,
+                                  encoder)
+    records = load_subset(root, subset_spec(name), DESED_CLASSES)
+    if not records:
+        raise ConfigError(f"data: subset {name!r} under {root} holds no clips")
+    return ClipSource(records, data_cfg.sample_rate, clip_samples, encoder, cache=data_cfg.cache_audio)
+
+
+def train_batches(root: str, data_cfg, batch_cfg, encoder: FrameLabelEncoder, seed: int):
+    """Strong / weak / unlabeled sources mixed in fixed counts per batch, sharded by process."""
+    parts = [
+        (clip_source(root, data_cfg, data_cfg.train_strong, encoder), batch_cfg.strong),
+        (clip_source(root, data_cfg, data_cfg.train_weak, encoder), batch_cfg.weak),
+        (clip_source(root, data_cfg, data_cfg.train_unlabeled, encoder), batch_cfg.unlabeled),
+    ]
+    return mixed([(source, count) for source, count in parts if count > 0], seed)
+
+
+def mixed(parts, seed: int):
+    """``mixed_batches`` over (source, count) pairs, this process's shard of every batch."""
+    return mixed_batches(parts, seed=seed, shard_index=jax.process_index(), shard_count=jax.process_count())

@@ -1,0 +1,1 @@
+"""Sound event detection data: the DESED layout, frame labels, clip sources."""

@@ -1,0 +1,1 @@
+"""Evaluators: run a predict function over a data source, return ``{metric: value}`` + plots."""

@@ -1,0 +1,116 @@
+"""What an experiment is, as data: a ``System`` of plain callables and its ``Stage`` list.
+
+Why a frozen dataclass of callables and not a base class: run, predict, export, the scaling
+study, benchmarks and tests all read the same object, and none of them should need to know
+how a system is trained or where its data lives. An experiment folder builds one ``System``
+(``experiments/<name>/system.py: SYSTEM``); the trainer (``trainer.py``) runs its stages.
+
+A training ``Stage`` names everything the trainer cannot guess: its steps, optimizer groups,
+loss, batches, teacher spec and which earlier stage it starts from. A stage that does not
+train (fitting a GMM, choosing fusion members, evaluating) is a ``Stage`` with ``run``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from jaxaudio.train.teachers import EmaDecay, FrozenModel
+
+# loss(model, batch, rng, ema_teacher_or_None, step[, frozen={name: model}]) -> (loss, aux)
+LossFn = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of a run; its folder is ``workdir/<name>``.
+
+    Training stages: ``steps``, ``loss``, ``batches`` (a function returning this process's
+    host batches, an iterator with get_state/set_state so a resume sees the same batches),
+    ``batch_keys`` (what goes to the device; ``prepare`` may add keys on the host first),
+    ``default_group`` / ``groups`` (``jaxaudio.train.optim`` groups: lr, weight decay,
+    schedule per regex on the parameter path), ``clip_norm``, ``lr_group`` (the group whose lr
+    is logged), ``ema`` (mean-teacher decay; None: no EMA teacher), ``frozen`` (named frozen
+    models, each built by a function called once before training), ``init_from`` (the earlier
+    stage whose final weights this one starts from), ``eval_every`` (validation every n steps;
+    with it, the best checkpoint by the primary metric is kept), ``masks`` (params ->
+    0/1 tree, for pruning). Other stages: ``run(context) -> summary``.
+    """
+
+    name: str
+    steps: int = 0
+    loss: Optional[LossFn] = None
+    batches: Optional[Callable[[], Iterator[dict]]] = None
+    batch_keys: tuple[str, ...] = ()
+    prepare: Optional[Callable[[dict], dict]] = None
+    default_group: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    groups: Sequence[Mapping[str, Any]] = ()
+    clip_norm: Optional[float] = None
+    lr_group: Optional[str] = None
+    ema: Optional[EmaDecay] = None
+    frozen: Mapping[str, Callable[[], FrozenModel]] = dataclasses.field(default_factory=dict)
+    init_from: Optional[str] = None
+    eval_every: int = 0
+    masks: Optional[Callable[[Any], Any]] = None
+    log_every: int = 50
+    checkpoint_every: int = 500
+    keep: int = 3
+    run: Optional[Callable[["StageContext"], dict]] = None
+
+    @property
+    def trains(self) -> bool:
+        return self.run is None
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.ema is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class StageContext:
+    """What a non-training stage may use: its folder, the mesh and the trained stages' models.
+
+    ``model_of(stage_name or None)`` -> ``(graphdef, state, shardings)``: the final weights of
+    a finished training stage, or a freshly initialised model (None). ``eval_step(graphdef,
+    shardings, fn)`` compiles ``fn(model, device_batch)``; ``to_device(keys)`` turns a host
+    batch into global device arrays of those keys.
+    """
+
+    workdir: str
+    path: str
+    mesh: Any
+    model_of: Callable[[Optional[str]], tuple[Any, Any, Any]]
+    eval_step: Callable[..., Callable]
+    to_device: Callable[[Sequence[str]], Callable[[dict], dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    """An experiment: the one object every entry point reads.
+
+    get_config(preset) -> ConfigDict; build_model(config) -> nnx.Module;
+    stages(config, workdir) -> [Stage] (cheap to build: data is read when a stage runs);
+    evaluators(config) -> {split: Evaluator}, the ``config.eval.validation`` split used during
+    training and for best-checkpoint selection, all of them for the final evaluation;
+    predict(config) -> ``fn(model, device_batch) -> {output name: array}`` (the forward pass
+    that evaluation, predict mode and export verification score);
+    eval_keys: the batch keys ``predict`` reads (plus "index");
+    inference_model(config, workdir, *, export) -> ``jaxaudio.export.InferenceModel`` from a
+    trained workdir (``export=True``: the export form of the graph);
+    predictor(config, workdir) -> what ``--mode=predict`` runs on a user's files;
+    scaling_cases(preset) -> {name: () -> ``jaxaudio.scaling.Case``} (built only when asked for).
+    """
+
+    name: str
+    description: str
+    get_config: Callable[[str], Any]
+    presets: tuple[str, ...]
+    build_model: Callable[[Any], Any]
+    stages: Callable[[Any, str], list[Stage]]
+    evaluators: Callable[[Any], dict]
+    predict: Callable[[Any], Callable]
+    final_stage: Callable[[Any], str]
+    eval_keys: tuple[str, ...] = ("audio",)
+    inference_model: Optional[Callable[..., Any]] = None
+    predictor: Optional[Callable[..., Any]] = None
+    scaling_cases: Optional[Callable[[str], dict]] = None
+    mesh_rules: Callable[[Any], Any] = lambda config: None
