@@ -18,6 +18,7 @@ from jaxaudio.data.sed.desed import DESED_CLASSES
 from jaxaudio.errors import ConfigError
 from jaxaudio.models.crnn import CRNN, CRNNConfig, instance_scale
 from jaxaudio.nn.cnn import CNNConfig
+from jaxaudio.nn.pooling import POOLING_SCOPE
 from jaxaudio.objectives.sed import mean_teacher_loss
 from jaxaudio.train.stage_config import stage_fields
 from jaxaudio.train.system import Stage, System
@@ -96,7 +97,8 @@ def inference_model(config, workdir: str, *, export: bool = True):
     """The teacher of the finished stage as waveform -> {strong, weak}; in the export form the
     GRU runs its loop (one builtin WHILE per layer: unrolled, its ~3,500 ops cost more file
     than the int8 weights) and the per-example scaling runs in the front end's scope, so the
-    int8 variant keeps it in float (quantizing dB values before min-max scaling rounds twice)."""
+    int8 variant keeps it in float (quantizing dB values before min-max scaling rounds twice);
+    the attention pooling of the weak head stays float too."""
     from jaxaudio.export import frontend as export_frontend
     from jaxaudio.train.trainer import restore_final
 
@@ -118,7 +120,8 @@ def inference_model(config, workdir: str, *, export: bool = True):
     teacher = state.teacher
     return task.inference_model(config, task.SEDData(config, output_frames(config)), name="crnn", fn=fn,
                                 variables={"params": teacher["params"], "model_state": teacher["model_state"]},
-                                source=task.describe(workdir, STAGE, int(state.step)))
+                                source=task.describe(workdir, STAGE, int(state.step)),
+                                float_scopes=(POOLING_SCOPE,))  # int8 would divide 0 by 0 (nn/pooling.py)
 
 
 def predictor(config, workdir: str):

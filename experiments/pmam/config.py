@@ -221,7 +221,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                        "decay_start_step": c.stages[name].steps // 2, "exponent": -1.0}
         c.batch.pretrain_strong, c.batch.pretrain_weak, c.batch.pretrain_unlabeled = 4, 2, 2
         c.batch.strong, c.batch.weak, c.batch.unlabeled, c.batch.eval = 6, 1, 1, 16
-        c.train.log_every = 10
+        c.train.log_every = 5
         c.train.checkpoint_every = 60
         c.eval.primary_metric = "frame_auc"   # why: see the crnn smoke preset
     return c

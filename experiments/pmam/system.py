@@ -243,6 +243,7 @@ def inference_model(config, workdir: str, *, export: bool = True):
     as x * Phi(x) with few ops (~20 builtin ops each instead of ~65)."""
     from jaxaudio.export import frontend as export_frontend
     from jaxaudio.nn.activations import EXACT_GELU_SCOPE, few_op_gelu
+    from jaxaudio.nn.pooling import POOLING_SCOPE
     from jaxaudio.train.trainer import restore_final
 
     graphdef, state, _ = restore_final(SYSTEM, config, workdir)
@@ -260,7 +261,8 @@ def inference_model(config, workdir: str, *, export: bool = True):
             out = model.sed_forward(mel, train=False)
         return {"strong": out["strong"], "weak": out["weak"]}
 
-    options = {"float_scopes": (EXACT_GELU_SCOPE,),  # LiteRT aborts on the int8 erf polynomial
+    options = {"float_scopes": (EXACT_GELU_SCOPE,  # LiteRT aborts on the int8 erf polynomial
+                                POOLING_SCOPE),    # its 1e-7 clamp rounds to 0 in int8 (nn/pooling.py)
                "per_channel_dense": False}  # per-channel scales of the many small dense layers: 76 KB of 540
     return task.inference_model(config, task.SEDData(config, frames), name="pmam", fn=fn,
                                 variables={"params": state.teacher["params"],

@@ -21,6 +21,15 @@ from jaxaudio.nn import attention
 from jaxaudio.nn.cnn import torch_uniform
 
 CLAMP_MIN = 1e-7
+# The clip pooling runs under this name scope, so an integer export can keep it in float: its
+# 1e-7 clamp rounds to 0 in int8, and a clip whose frames all quantize to 0 then divides 0 by 0.
+POOLING_SCOPE = "clip_pooling"
+
+
+def _clamp(x: jax.Array) -> jax.Array:
+    """To [CLAMP_MIN, 1] with plain max/min: ``jnp.clip`` is a nested jit, whose ops the export
+    graph names outside ``POOLING_SCOPE`` (and so would quantize); the values are the same."""
+    return jnp.minimum(jnp.maximum(x, CLAMP_MIN), 1.0)
 
 
 def attention_pooling(strong: jax.Array, att_logits: jax.Array, *, softmax_over: str = "class",
@@ -29,21 +38,20 @@ def attention_pooling(strong: jax.Array, att_logits: jax.Array, *, softmax_over:
 
     att_logits: output of the attention dense layer, same shape as ``strong``.
     """
-    if softmax_over == "class":
-        w = jax.nn.softmax(att_logits, axis=-1)
-    elif softmax_over == "time":
-        w = jax.nn.softmax(att_logits, axis=time_axis)
-    else:
+    if softmax_over not in ("class", "time"):
         raise ConfigError(f"attention_softmax={softmax_over!r}; expected 'class' or 'time'")
-    w = jnp.clip(w, CLAMP_MIN, 1.0)
-    return jnp.sum(strong * w, axis=time_axis) / jnp.sum(w, axis=time_axis)
+    with jax.named_scope(POOLING_SCOPE):
+        w = jax.nn.softmax(att_logits, axis=-1 if softmax_over == "class" else time_axis)
+        w = _clamp(w)
+        return jnp.sum(strong * w, axis=time_axis) / jnp.sum(w, axis=time_axis)
 
 
 def linear_softmax_pooling(strong: jax.Array, *, time_axis: int = 1) -> jax.Array:
     """``sum p^2 / sum p`` over time, clamped to [1e-7, 1]; an all-zero input gives 1e-7, not NaN."""
-    num = jnp.sum(strong * strong, axis=time_axis)
-    den = jnp.maximum(jnp.sum(strong, axis=time_axis), CLAMP_MIN)
-    return jnp.clip(num / den, CLAMP_MIN, 1.0)
+    with jax.named_scope(POOLING_SCOPE):
+        num = jnp.sum(strong * strong, axis=time_axis)
+        den = jnp.maximum(jnp.sum(strong, axis=time_axis), CLAMP_MIN)
+        return _clamp(num / den)
 
 
 class AttentionPool(nnx.Module):

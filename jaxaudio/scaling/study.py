@@ -18,7 +18,7 @@ Strategies (mesh ``(data, fsdp, tensor)`` for ``n`` devices):
 Meshes that coincide (all strategies at n = 1) are compiled once.
 
 An experiment hands its own ``Case`` to ``run_study(..., case=...)`` (its System's
-``scaling_cases``; ``experiments/run.py --mode=scale``): the library never imports the
+``scaling_cases``; ``experiments/run.py --mode=scale``): the library never depends on the
 experiments. ``CASES`` holds the library's own cases (``vit``, a plain PaSST-style tagger).
 """
 from __future__ import annotations

@@ -132,7 +132,8 @@ class Trainer:
             opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(prev.params),
             rng=jax.device_put(self._key(), shardings.rng),
             teacher=abstract.teacher, masks=None)  # a teacher placeholder: carry_weights fills it
-        state = stage_files.carry_weights(fresh, prev, teacher_from_student=stage.has_teacher and not previous.has_teacher)
+        state = stage_files.carry_weights(fresh, prev,
+                                          teacher_from_student=stage.has_teacher and not previous.has_teacher)
         if stage.masks is not None and state.masks is None:
             masks = jax.jit(stage.masks, out_shardings=shardings.params)(state.params)
             state = state.replace(params=apply_masks(state.params, masks), masks=masks)

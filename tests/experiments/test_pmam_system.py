@@ -9,7 +9,6 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.pmam import config as pmam_config
 from experiments.pmam import prototypes as protos
 from experiments.pmam.model import build_model, frontend_config, mel_frames
 from experiments.pmam.system import SYSTEM
@@ -26,24 +25,10 @@ def data_dir(tmp_path_factory):
     return str(generate(tmp_path_factory.mktemp("pmam_data") / "desed", SMALL, progress=False, workers=1))
 
 
-def small_config(data_dir: str):
-    c = pmam_config.get_config("tiny")
-    c.data.data_dir = data_dir          # what --data_dir sets
-    c.pretrain.rounds = 1
-    c.stages.pretrain.steps = 2
-    c.stages.finetune1.steps = 2
-    c.stages.finetune2.steps = 2
-    c.train.checkpoint_every = 1
-    c.train.log_every = 1
-    c.batch.eval = 8
-    return c
-
-
 @pytest.fixture(scope="module")
-def finished(data_dir, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("pmam_run"))
-    config = small_config(data_dir)
-    final = run(SYSTEM, config, workdir)
+def finished(trained):
+    """The session's PMAM smoke run (tests/experiments/conftest.py), one round of every stage."""
+    _, config, workdir, final = trained("pmam")
     return config, workdir, final
 
 
