@@ -94,8 +94,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.data.clip_seconds = 2.5
         c.batch.strong, c.batch.weak, c.batch.unlabeled, c.batch.eval = 6, 1, 1, 16
         s = c.stages.train
-        s.steps, s.consistency_rampup_steps, s.log_every, s.checkpoint_every, s.eval_every = 200, 100, 25, 100, 0
-        s.schedule = {"kind": "warmup_exp_down", "warmup_steps": 20, "decay_start_step": 100, "exponent": -1.0}
+        s.steps, s.consistency_rampup_steps, s.log_every, s.checkpoint_every, s.eval_every = 150, 75, 25, 75, 0
+        s.schedule = {"kind": "warmup_exp_down", "warmup_steps": 15, "decay_start_step": 75, "exponent": -1.0}
         # PSDS counts false positives per hour (up to 100 for PSDS1): on 80 s of validation audio
         # one false alarm spends the budget, so small models score 0. The threshold-free frame
         # AUC still tells a model that learned from one that did not.
