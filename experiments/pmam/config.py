@@ -214,14 +214,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.stages.pretrain.steps = 12
         c.stages.finetune1.steps = 10
         c.stages.finetune1.rampup_steps = 5
-        c.stages.finetune2.steps = 100
-        c.stages.finetune2.rampup_steps = 50
+        c.stages.finetune2.steps = 80
+        c.stages.finetune2.rampup_steps = 40
         for name in ("pretrain", "finetune1", "finetune2"):
             c.stages[name].schedule = {"kind": "warmup_exp_down", "warmup_steps": 5,
                                        "decay_start_step": c.stages[name].steps // 2, "exponent": -1.0}
         c.batch.pretrain_strong, c.batch.pretrain_weak, c.batch.pretrain_unlabeled = 4, 2, 2
         c.batch.strong, c.batch.weak, c.batch.unlabeled, c.batch.eval = 6, 1, 1, 16
         c.train.log_every = 5
-        c.train.checkpoint_every = 50
+        c.train.checkpoint_every = 40
         c.eval.primary_metric = "frame_auc"   # why: see the crnn smoke preset
     return c

@@ -8,9 +8,10 @@ import os
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from experiments.pmam import prototypes as protos
-from experiments.pmam.model import build_model, frontend_config, mel_frames
+from experiments.pmam.model import frontend_config, mel_frames
 from experiments.pmam.system import SYSTEM
 from experiments.sed.task import SEDData
 from jaxaudio.data.synth import SMALL, generate
@@ -59,10 +60,15 @@ def test_pseudo_labels_are_the_gmm_posteriors_of_the_round_features(finished, da
     source = SEDData(config, config.model.frames).source(config.data.train_strong)
     assert labels.shape == (len(source), config.model.frames, config.model.n_prototypes)
     np.testing.assert_allclose(labels.astype(np.float32).sum(-1), 1.0, atol=5e-3)
-    model = build_model(config)
-    model.eval()
+    graphdef, state, _ = Trainer(SYSTEM, config, workdir).model_of(None)  # the untrained network
+    fe, frames = frontend_config(config), config.model.frames
+
+    @jax.jit
+    def features(params, model_state, audio):
+        return nnx.merge(graphdef, params, model_state).gmm_features(mel_frames(audio, fe, frames))
+
     audio = jax.numpy.asarray(source[0]["audio"])[None]
-    feats = np.asarray(model.gmm_features(mel_frames(audio, frontend_config(config), config.model.frames)))[0]
+    feats = np.asarray(features(state.params, state.model_state, audio))[0]
     expected = np.asarray(gmm_lib.predict_proba(fitted.gmm_state, feats))
     np.testing.assert_allclose(labels[0].astype(np.float32), expected, atol=2e-3)
 
