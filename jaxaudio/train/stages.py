@@ -73,12 +73,6 @@ def restore_last(path: str, abstract_state: TrainState, *, only: Optional[tuple[
     return state
 
 
-def best_or_last_step(path: str) -> Optional[int]:
-    """The best-ranked checkpoint of ``path`` if the stage ranked any, else its last."""
-    with Checkpointer(os.path.join(path, "checkpoints"), async_save=False) as ckpt:
-        return ckpt.best_step() if ckpt.all_steps() else None
-
-
 def carry_weights(fresh: TrainState, previous: TrainState, teacher_from_student: bool) -> TrainState:
     """``fresh`` (new optimizer, step 0) holding ``previous``'s weights.
 
