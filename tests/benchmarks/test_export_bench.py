@@ -4,27 +4,14 @@ No conversion here (the export tests cover it): the workdir's config.json names 
 experiment, the registry gives its System, and ``inference_model(config, workdir, export=True)``
 builds the model; a workdir that is not a finished run ends in a named error, exit code 2.
 """
-import importlib.util
 import json
-import sys
 import types
-from pathlib import Path
 
+from benchmarks import export as bench
 from experiments import registry
 from jaxaudio.train import run_record
 
 
-def _script():
-    if "export_bench" not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "benchmarks" / "export.py"
-        spec = importlib.util.spec_from_file_location("export_bench", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["export_bench"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["export_bench"]
-
-
-bench = _script()
 
 
 def test_build_reads_the_workdirs_experiment_and_config(tmp_path, monkeypatch):

@@ -1,22 +1,9 @@
 """benchmarks/pmam_ablation.py resolves both arms through the registry and the PMAM System
 (``--dry-run``: stages and workdirs, nothing trained), so the script does not rot."""
-import importlib.util
-import sys
-from pathlib import Path
-
-
-def _script():
-    if "pmam_ablation_bench" not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "benchmarks" / "pmam_ablation.py"
-        spec = importlib.util.spec_from_file_location("pmam_ablation_bench", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["pmam_ablation_bench"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["pmam_ablation_bench"]
+from benchmarks import pmam_ablation as bench
 
 
 def test_dry_run_lists_each_arms_stages(tmp_path, capsys):
-    bench = _script()
     argv = ["--dry-run", "--seeds", "0", "4", "--root", str(tmp_path), "--set", "stages.finetune2.steps=7"]
     assert bench.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -28,7 +15,6 @@ def test_dry_run_lists_each_arms_stages(tmp_path, capsys):
 
 
 def test_arms_differ_only_in_rounds():
-    bench = _script()
     args = bench.argparse.Namespace(preset="tiny", set=["stages.finetune1.steps=9"], root="r")
     (pre, _), (scratch, workdir) = bench.arm_config("pretrained", 2, args), bench.arm_config("scratch", 2, args)
     assert workdir == "r/scratch_seed2" and pre.seed == scratch.seed == 2

@@ -5,15 +5,13 @@ step's per-device argument bytes must equal replicated leaves + fsdp-split leave
 batch / (data*fsdp), counted by hand from the leaf shapes here.
 """
 import dataclasses
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from benchmarks import train_step as bench
 from experiments.registry import load_config
 from jaxaudio.nn.vit import TINY
 from jaxaudio.train.mesh import batch_sharding, make_mesh
@@ -21,18 +19,6 @@ from jaxaudio.train.sharding import state_shardings
 from jaxaudio.train.step import make_train_step
 
 
-def _script():
-    """Load benchmarks/train_step.py once (benchmarks/ is not a package)."""
-    if "train_step_bench" not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
-        spec = importlib.util.spec_from_file_location("train_step_bench", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["train_step_bench"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["train_step_bench"]
-
-
-bench = _script()
 # Big enough that the patch-embed kernel, MLP kernels and head pass the 2**14 fsdp size floor.
 SMALL_VIT = dataclasses.replace(TINY, dim=64, mlp_ratio=4.0, depth=1, out_layer=None)
 

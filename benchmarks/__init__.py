@@ -1,0 +1,1 @@
+"""Benchmark scripts: run each as `python benchmarks/<name>.py`; tests import them as modules."""
