@@ -32,6 +32,10 @@ DESED_CLASSES = (
     "Vacuum_cleaner",
 )
 
+# Our addition to the layout: the class names of a set that is not DESED's ten, one per line
+# (``python -m jaxaudio.data.synth --foreground`` writes it). Without it a set has DESED's classes.
+CLASSES_FILE = "metadata/classes.txt"
+
 STRONG_COLUMNS = ("filename", "onset", "offset", "event_label")
 WEAK_COLUMNS = ("filename", "event_labels")
 DURATION_COLUMNS = ("filename", "duration")
@@ -39,13 +43,20 @@ DURATION_COLUMNS = ("filename", "duration")
 
 @dataclass(frozen=True)
 class SubsetSpec:
-    """Where one subset lives, as paths relative to the data root."""
+    """Where one subset lives, as paths relative to the data root.
+
+    scored: a subset that PSDS scores (validation, eval). Its clips are every clip of the
+    durations tsv (or, without that file, of the audio folder), as DESED_task and
+    sed_scores_eval count them: a clip that the strong tsv does not list has no events, and
+    its detections are false positives.
+    """
 
     name: str
     audio_dir: str
     strong_tsv: str | None = None
     weak_tsv: str | None = None
     durations_tsv: str | None = None
+    scored: bool = False
 
 
 DEFAULT_LAYOUT: dict[str, SubsetSpec] = {
@@ -61,12 +72,14 @@ DEFAULT_LAYOUT: dict[str, SubsetSpec] = {
         "audio/validation/validation",
         strong_tsv="metadata/validation/validation.tsv",
         durations_tsv="metadata/validation/validation_durations.tsv",
+        scored=True,
     ),
     "eval": SubsetSpec(
         "eval",
         "audio/eval/public",
         strong_tsv="metadata/eval/public.tsv",
         durations_tsv="metadata/eval/public_durations.tsv",
+        scored=True,
     ),
 }
 
@@ -180,19 +193,35 @@ def _strong_with_rows(path, classes):
     return events, first_row
 
 
+def _first_listing(path, row: int, filename: str, first_row: dict[str, int]) -> None:
+    """Records where ``filename`` is first listed; a second listing is a named error."""
+    if filename in first_row:
+        raise DataFormatError(path, f"{filename!r} already listed at row {first_row[filename]}", row=row)
+    first_row[filename] = row
+
+
 def _weak_with_rows(path, classes):
     labels: dict[str, list[str]] = {}
     first_row: dict[str, int] = {}
     for row, values in _read_rows(path, WEAK_COLUMNS):
         filename = _check_filename(path, row, values["filename"])
-        if filename in first_row:
-            raise DataFormatError(
-                path, f"{filename!r} already listed at row {first_row[filename]}", row=row
-            )
-        first_row[filename] = row
+        _first_listing(path, row, filename, first_row)
         names = [n.strip() for n in values["event_labels"].split(",") if n.strip()]
         labels[filename] = [_check_class(path, row, n, classes) for n in dict.fromkeys(names)]
     return labels, first_row
+
+
+def _durations_with_rows(path):
+    durations: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    for row, values in _read_rows(path, DURATION_COLUMNS):
+        filename = _check_filename(path, row, values["filename"])
+        _first_listing(path, row, filename, rows)
+        seconds = _time(path, row, "duration", values["duration"])
+        if seconds == 0:
+            raise DataFormatError(path, "duration must be positive", row=row)
+        durations[filename] = seconds
+    return durations, rows
 
 
 def read_strong_tsv(
@@ -211,19 +240,24 @@ def read_weak_tsv(
 
 def read_durations_tsv(path: os.PathLike | str) -> dict[str, float]:
     """filename -> duration in seconds (must be positive)."""
-    durations: dict[str, float] = {}
-    rows: dict[str, int] = {}
-    for row, values in _read_rows(path, DURATION_COLUMNS):
-        filename = _check_filename(path, row, values["filename"])
-        if filename in rows:
-            raise DataFormatError(
-                path, f"{filename!r} already listed at row {rows[filename]}", row=row
-            )
-        seconds = _time(path, row, "duration", values["duration"])
-        if seconds == 0:
-            raise DataFormatError(path, "duration must be positive", row=row)
-        durations[filename], rows[filename] = seconds, row
-    return durations
+    return _durations_with_rows(path)[0]
+
+
+def read_classes(root: os.PathLike | str) -> tuple[str, ...] | None:
+    """The class names a set declares in ``CLASSES_FILE``; None when it declares none (DESED's)."""
+    path = Path(root) / CLASSES_FILE
+    if not path.is_file():
+        return None
+    names = [line.strip() for line in _utf8_text(path).splitlines() if line.strip()]
+    if not names:
+        raise DataFormatError(path, "lists no class; one class name per line expected")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataFormatError(path, f"lists {repeated} more than once")
+    bad = [n for n in names if "," in n or "\t" in n]
+    if bad:
+        raise DataFormatError(path, f"class names {bad} contain a comma or tab, which the tsv files cannot hold")
+    return tuple(names)
 
 
 def list_audio(folder: os.PathLike | str) -> list[str]:
@@ -238,14 +272,35 @@ def list_audio(folder: os.PathLike | str) -> list[str]:
     )
 
 
+def _scored_clips(root: Path, spec: SubsetSpec, on_disk: set[str], durations, rows) -> list[str]:
+    """Every clip of a scored subset: the durations tsv's, each with its audio file, and no
+    audio file without a duration; without a durations tsv, the audio folder's."""
+    if durations is None:
+        return sorted(on_disk)
+    path = root / spec.durations_tsv
+    unlisted = sorted(on_disk - set(durations))
+    if unlisted:
+        more = f" and {len(unlisted) - 1} more audio file(s)" if len(unlisted) > 1 else ""
+        raise DataFormatError(path, f"no duration for clip {unlisted[0]!r}{more} of {str(root / spec.audio_dir)!r}; "
+                                    "every clip of a scored subset needs one")
+    for filename, row in rows.items():
+        if filename not in on_disk:
+            raise DataFormatError(path, f"lists clip {filename!r}, which has no audio file in "
+                                        f"{str(root / spec.audio_dir)!r}", row=row)
+    return sorted(durations)
+
+
 def load_subset(
     root: os.PathLike | str, spec: SubsetSpec, classes: Sequence[str] = DESED_CLASSES
 ) -> list[ClipRecord]:
     """Joins a subset's metadata to its audio files, sorted by filename.
 
-    With a strong or weak tsv, the subset is exactly the clips that the tsv lists (each must
-    exist in the audio folder; extra audio files are ignored). Without one, it is every audio
-    file in the folder, unlabelled. A durations tsv must cover every clip of the subset.
+    A scored subset (``spec.scored``: validation, eval) is every clip of its durations tsv, or
+    of its audio folder when it has none; clips its strong tsv does not list have no events.
+    Otherwise, with a strong or weak tsv, the subset is exactly the clips that the tsv lists
+    (extra audio files are ignored); without one, every audio file of the folder, unlabelled.
+    Every clip a tsv lists must exist in the audio folder, and a durations tsv must cover
+    every clip of the subset.
     """
     root = Path(root)
     audio_dir = root / spec.audio_dir
@@ -263,9 +318,17 @@ def load_subset(
                     f"references audio file {str(audio_dir / filename)!r}, which does not exist",
                     row=row,
                 )
-    labelled = spec.strong_tsv is not None or spec.weak_tsv is not None
-    filenames = sorted(set(strong) | set(weak)) if labelled else sorted(on_disk)
-    durations = read_durations_tsv(root / spec.durations_tsv) if spec.durations_tsv else None
+    durations, duration_rows = None, {}
+    if spec.durations_tsv and (not spec.scored or (root / spec.durations_tsv).is_file()):
+        durations, duration_rows = _durations_with_rows(root / spec.durations_tsv)
+    if spec.scored:
+        filenames = _scored_clips(root, spec, on_disk, durations, duration_rows)
+        if spec.strong_tsv:
+            strong = {name: strong.get(name, []) for name in filenames}
+    elif spec.strong_tsv is not None or spec.weak_tsv is not None:
+        filenames = sorted(set(strong) | set(weak))
+    else:
+        filenames = sorted(on_disk)
     records = []
     for filename in filenames:
         duration = None

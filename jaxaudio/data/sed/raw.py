@@ -24,7 +24,9 @@ from jaxaudio.data.sed.desed import DEFAULT_LAYOUT, DESED_CLASSES, ClipRecord, S
 from jaxaudio.errors import AudioFileError, ConfigError, DataFormatError
 
 # Bump when the record layout changes; part of the stored metadata. 1 was the TFDS layout.
-FORMAT_VERSION = 2
+# 3: validation/eval hold every clip of their durations tsv (event-free clips the strong tsv
+# does not list included), so a set prepared by version 2 may lack clips.
+FORMAT_VERSION = 3
 AUDIO_DTYPES = ("auto", "int16", "float32")
 _INT16_SCALE = 32768.0  # soundfile decodes PCM16 sample k as k / 32768
 
