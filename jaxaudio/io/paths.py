@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import posixpath
 from typing import IO, Iterator
 
@@ -60,6 +61,25 @@ def remove(path: os.PathLike | str) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.fspath(path))
+
+
+def is_empty_or_missing(path: os.PathLike | str) -> bool:
+    """True when nothing is at ``path`` or it is a folder with nothing in it."""
+    if is_remote(path):
+        p = _epath(path)
+        return not p.exists() or (p.is_dir() and not any(p.iterdir()))
+    path = os.fspath(path)
+    return not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path))
+
+
+def remove_tree(path: os.PathLike | str) -> None:
+    """Delete a folder and everything in it, if it is there."""
+    if is_remote(path):
+        p = _epath(path)
+        if p.exists():
+            p.rmtree()
+    else:
+        shutil.rmtree(os.fspath(path), ignore_errors=True)
 
 
 @contextlib.contextmanager

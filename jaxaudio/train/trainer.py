@@ -17,8 +17,10 @@ stage and step it reached and a finished stage is never redone.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
+from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
 import jax
@@ -27,7 +29,7 @@ import numpy as np
 
 from jaxaudio.errors import ConfigError
 from jaxaudio.io import paths
-from jaxaudio.train import distributed, stages as stage_files
+from jaxaudio.train import distributed, run_record, stages as stage_files
 from jaxaudio.train.checkpoint import abstract_like
 from jaxaudio.train.log import get_logger
 from jaxaudio.train.loop import LoopConfig, train_loop
@@ -41,6 +43,7 @@ from jaxaudio.train.teachers import apply_masks
 
 LOG = get_logger("jaxaudio.trainer")
 EVALUATION = "evaluation"
+RUN_SUMMARY = "metrics.json"
 
 
 def _plain(value):
@@ -192,6 +195,7 @@ class Trainer:
         summary["stage_seconds"] = time.time() - started
         summary = _plain(summary)
         stage_files.mark_done(path, summary)
+        run_record.mark_started(self.workdir)
         return summary
 
     def _train(self, stage: Stage, path: str) -> dict:
@@ -225,8 +229,10 @@ class Trainer:
 
         loop_cfg = LoopConfig(total_steps=stage.steps, log_every=stage.log_every, eval_every=stage.eval_every or None,
                               checkpoint_every=stage.checkpoint_every, keep=stage.keep, best_metric=best)
+        batches = stage.batches()
+        run_record.mark_started(self.workdir)  # data and model are there: the workdir is worth keeping
         LOG.info("stage %s: %d steps", stage.name, stage.steps)
-        _, summary = train_loop(workdir=path, state=state, train_step=train_step, batches=stage.batches(),
+        _, summary = train_loop(workdir=path, state=state, train_step=train_step, batches=batches,
                                 to_device=to_device, config=loop_cfg, eval_fn=eval_fn,
                                 abstract_state=abstract_like(state), progress_desc=stage.name)
         return dict(summary)
@@ -276,18 +282,57 @@ class Trainer:
         return stage_files.run_once(path, work)
 
     def run(self) -> dict:
-        """Every stage in order, then the final evaluation; writes ``metrics.json``."""
-        started = time.time()
-        summary = {}
-        for stage in self.stages:
-            summary[stage.name] = self.fit(stage)
-        final = self.evaluate()
-        summary["final_eval"] = final
-        summary["total_wall_seconds"] = time.time() - started
-        stage_files.write_json(paths.join(self.workdir, "metrics.json"), _plain(summary))
+        """Every stage in order, then the final evaluation.
+
+        ``metrics.json`` holds every stage's summary, the final metrics and ``invocations``:
+        each call of this (when, the stages it worked on, seconds, how it ended) appended to
+        the earlier ones, so rerunning a finished workdir keeps the time of the runs that did
+        the work (``total_wall_seconds`` sums the invocations that worked on something).
+        """
+        started, when = time.time(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record_path = paths.join(self.workdir, RUN_SUMMARY)
+        invocations = _earlier_invocations(record_path)
+        summary, worked_on, outcome = {}, [], "stopped"
+        try:
+            for stage in self.stages:
+                if not stage_files.is_done(paths.join(self.workdir, stage.name)):
+                    worked_on.append(stage.name)
+                summary[stage.name] = self.fit(stage)
+            if not stage_files.is_done(paths.join(self.workdir, EVALUATION)):
+                worked_on.append(EVALUATION)
+            final = self.evaluate()
+            summary["final_eval"] = final
+            outcome = "finished"
+        except BaseException as err:
+            outcome = f"stopped: {type(err).__name__}: {err}"[:500]
+            raise
+        finally:
+            invocations.append({"started": when, "seconds": round(time.time() - started, 3),
+                                "worked_on": worked_on, "outcome": outcome})
+            summary["invocations"] = invocations
+            summary["total_wall_seconds"] = sum(i["seconds"] for i in invocations if i["worked_on"])
+            stage_files.write_json(record_path, _plain(summary))
         for key in sorted(final):
             LOG.info("%s: %.4f", key, final[key])
         return final
+
+
+def _earlier_invocations(record_path: str) -> list[dict]:
+    """The invocations an existing ``metrics.json`` recorded (one for a record written before
+    they were kept); none for a new run or an unreadable record."""
+    if not paths.exists(record_path):
+        return []
+    try:
+        record = json.loads(paths.read_text(record_path))
+    except (ValueError, UnicodeDecodeError):
+        LOG.warning("%s: unreadable, so earlier invocations are not carried over", record_path)
+        return []
+    if isinstance(record.get("invocations"), list):
+        return list(record["invocations"])
+    if "total_wall_seconds" in record:
+        return [{"started": None, "seconds": record["total_wall_seconds"], "worked_on": ["(not recorded)"],
+                 "outcome": "finished"}]
+    return []
 
 
 def batch_predictor(system: System, config, workdir: str, *, who: str = "teacher", mesh=None):

@@ -193,3 +193,35 @@ def test_unknown_init_from_is_named(tmp_path):
     system = make_system([train_stage("b", init_from="nope")])
     with pytest.raises(ConfigError, match="no stage 'nope'"):
         Trainer(system, config(), str(tmp_path)).run()
+
+
+def test_a_rerun_appends_its_invocation_and_keeps_the_training_time(tmp_path):
+    """metrics.json keeps the time of the invocation that did the work; a rerun of the finished
+    workdir is appended (it worked on nothing) instead of overwriting that time."""
+    system = make_system([train_stage("a", steps=20), train_stage("b", init_from="a", steps=20)])
+    Trainer(system, config(), str(tmp_path)).run()
+    first = json.load(open(tmp_path / "metrics.json"))
+    (work,) = first["invocations"]
+    assert work["worked_on"] == ["a", "b", "evaluation"] and work["outcome"] == "finished"
+    assert first["total_wall_seconds"] == work["seconds"] >= first["a"]["stage_seconds"] + first["b"]["stage_seconds"]
+
+    Trainer(system, config(), str(tmp_path)).run()
+    second = json.load(open(tmp_path / "metrics.json"))
+    assert second["total_wall_seconds"] == first["total_wall_seconds"]
+    assert second["invocations"][0] == work
+    rerun = second["invocations"][1]
+    assert rerun["worked_on"] == [] and rerun["outcome"] == "finished" and rerun["started"] >= work["started"]
+    assert second["final_eval"] == first["final_eval"]
+
+
+def test_a_stopped_invocation_is_recorded_and_counted(tmp_path):
+    def fail(ctx):
+        raise RuntimeError("disk full")
+
+    system = make_system([train_stage("a", steps=20), Stage("boom", run=fail)], final="a")
+    with pytest.raises(RuntimeError):
+        Trainer(system, config(), str(tmp_path)).run()
+    record = json.load(open(tmp_path / "metrics.json"))
+    (stopped,) = record["invocations"]
+    assert stopped["worked_on"] == ["a", "boom"] and stopped["outcome"] == "stopped: RuntimeError: disk full"
+    assert record["total_wall_seconds"] == stopped["seconds"] > 0 and "final_eval" not in record
