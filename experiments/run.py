@@ -74,13 +74,6 @@ def parse_args(argv):
     return args, overrides
 
 
-def save_run_config(workdir: str, name: str, preset: str, config) -> None:
-    """Record what ran, so predict and export can rebuild the model from the workdir alone."""
-    from jaxaudio.train import run_record
-
-    run_record.save(workdir, name, preset, config)
-
-
 def trained(args, name: str):
     """(system, config) of the trained workdir; its experiment must be the one asked for."""
     from jaxaudio.train import run_record
@@ -92,18 +85,34 @@ def trained(args, name: str):
 
 
 def train(args, name, overrides) -> dict:
-    from jaxaudio.train import trainer
+    import jax
+
+    from jaxaudio.train import distributed, run_record, trainer
 
     system = registry.load(name)
     config = registry.load_config(name, args.preset)
     if args.data_dir is not None:
+        if not os.path.isdir(args.data_dir):
+            raise ConfigError(f"--data_dir {args.data_dir!r}: no such folder (a DESED-layout data root: audio/, "
+                              "metadata/); nothing was written")
         overrides.setdefault("data.data_dir", args.data_dir)
     apply_overrides(config, overrides)
+    if system.finalize_config is not None:
+        system.finalize_config(config)
     if args.print_config:
         print(config)
         return {}
-    save_run_config(args.workdir, name, args.preset, config)
-    return trainer.run(system, config, args.workdir)
+    distributed.maybe_initialize()  # before the first jax call, which would fix a single-process backend
+    primary = jax.process_index() == 0
+    if primary:
+        run_record.begin(args.workdir, name, args.preset, config)  # what ran, for predict and export
+    try:
+        return trainer.run(system, config, args.workdir)
+    except BaseException:
+        # A run that never reached training leaves no workdir that looks like a trained one.
+        if primary and run_record.abandon(args.workdir):
+            print(f"{args.workdir}: removed (the run stopped before training started)", file=sys.stderr)
+        raise
 
 
 def predict(args, name) -> dict:

@@ -11,10 +11,10 @@ from flax import nnx
 
 from experiments.crnn import config as crnn_config
 from experiments.sed import augment as sed_augment
+from experiments.sed import data as sed_data
 from experiments.sed import task
 from jaxaudio.audio import features
 from jaxaudio.audio.features import FRONTEND_SCOPE
-from jaxaudio.data.sed.desed import DESED_CLASSES
 from jaxaudio.errors import ConfigError
 from jaxaudio.models.crnn import CRNN, CRNNConfig, instance_scale
 from jaxaudio.nn.cnn import CNNConfig
@@ -46,8 +46,8 @@ def model_config(config) -> CRNNConfig:
     m = config.model
     cnn = CNNConfig(channels=tuple(m.channels), pooling=tuple(tuple(p) for p in m.pooling), dropout=m.dropout,
                     activation=m.activation)
-    return CRNNConfig(n_classes=len(DESED_CLASSES), cnn=cnn, rnn_hidden=m.rnn_hidden, rnn_layers=m.rnn_layers,
-                      dropout=m.dropout)
+    return CRNNConfig(n_classes=len(sed_data.classes(config.data)), cnn=cnn, rnn_hidden=m.rnn_hidden,
+                      rnn_layers=m.rnn_layers, dropout=m.dropout)
 
 
 def output_frames(config) -> int:
@@ -148,6 +148,7 @@ SYSTEM = System(
     predict=predict,
     final_stage=lambda config: STAGE,
     eval_keys=task.EVAL_KEYS,
+    finalize_config=sed_data.resolve_classes,
     inference_model=inference_model,
     predictor=predictor,
     scaling_cases=scaling_cases,

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from experiments.sed import data as sed_data
 from jaxaudio.audio import features
-from jaxaudio.data.sed.desed import DESED_CLASSES
 from jaxaudio.errors import ConfigError
 from jaxaudio.models.pmam import PMAM, PMAMConfig
 from jaxaudio.nn import vit as vit_lib
@@ -48,8 +48,8 @@ def model_config(config) -> PMAMConfig:
                     dropout=m.cnn_dropout, activation="cg")
     return PMAMConfig(vit=vit, feature_layer=m.feature_layer, cnn=cnn, freq_pool_heads=m.freq_pool_heads,
                       at_heads=m.at_heads, decoder_dim=m.decoder_dim, context_layers=m.context_layers,
-                      context_heads=m.context_heads, n_prototypes=m.n_prototypes, n_classes=len(DESED_CLASSES),
-                      pred_len=m.frames)
+                      context_heads=m.context_heads, n_prototypes=m.n_prototypes,
+                      n_classes=len(sed_data.classes(config.data)), pred_len=m.frames)
 
 
 def build_model(config) -> PMAM:

@@ -24,9 +24,11 @@ from experiments.pmam import config as pmam_config
 from experiments.pmam import prototypes as protos
 from experiments.pmam.model import build_model, frontend_config, mel_frames, model_config
 from experiments.sed import augment as sed_augment
+from experiments.sed import data as sed_data
 from experiments.sed import task
 from jaxaudio.audio import features
 from jaxaudio.errors import ConfigError
+from jaxaudio.nn.global_local import GlobalLocal
 from jaxaudio.nn.masking import block_mask, replacement_plan
 from jaxaudio.objectives.sed import mean_teacher_at_loss
 from jaxaudio.objectives.ssl import pmam_loss
@@ -85,6 +87,14 @@ def pretrain_loss_fn(config, fe, prototypes: np.ndarray):
     return loss_fn
 
 
+def sliding(config, which: str) -> GlobalLocal | None:
+    """The global-local setting for ``which`` ("teacher_step" or "eval_step"); None when off."""
+    g = config.model.get("global_local")
+    if not g or not g.window:
+        return None
+    return GlobalLocal(int(g.window), int(g[which]), float(g.local_weight))
+
+
 def finetune_loss_fn(config, fe, name: str, segments=None):
     """MAT-SED/PMAM mean-teacher loss; the consistency weight ramps as the stage says.
     ``segments``: the rows of each source in a batch (default: the config's batch counts)."""
@@ -96,13 +106,14 @@ def finetune_loss_fn(config, fe, name: str, segments=None):
     if f.rampup not in RAMPS:
         raise ConfigError(f"stages.{name}.rampup={f.rampup!r}; expected one of {', '.join(RAMPS)}")
     ramp, rampup, w_max = RAMPS[f.rampup], f.rampup_steps, f.consistency_max
+    teacher_sliding = sliding(config, "teacher_step") if f.get("teacher_global_local") else None
 
     def loss_fn(model, batch, rng, teacher, step):
         k_aug, k_student, k_teacher = jax.random.split(rng, 3)
         mel = mel_frames(batch["audio"], fe, config.model.frames)
         mel, strong, weak = augment_batch(k_aug, mel, batch["strong"], batch["weak"])
         student = model.sed_forward(mel, train=True, rngs=k_student)
-        teacher_out = teacher.sed_forward(mel, train=True, rngs=k_teacher)
+        teacher_out = teacher.sed_forward(mel, train=True, rngs=k_teacher, sliding=teacher_sliding)
         targets = {"strong": strong, "weak": weak, "has_strong": batch["has_strong"], "has_weak": batch["has_weak"]}
         return mean_teacher_at_loss(student, teacher_out, targets, w_max * ramp(step, rampup),
                                     weak_weight=f.weak_weight, at_weight=f.at_weight)
@@ -228,10 +239,10 @@ def stages(config, workdir: str) -> list[Stage]:
 
 # ----------------------------------------------------------------------------- outputs
 def predict(config):
-    fe, frames = frontend_config(config), config.model.frames
+    fe, frames, fusion = frontend_config(config), config.model.frames, sliding(config, "eval_step")
 
     def forward(model, batch):
-        out = model.sed_forward(mel_frames(batch["audio"], fe, frames), train=False)
+        out = model.sed_forward(mel_frames(batch["audio"], fe, frames), train=False, sliding=fusion)
         return {"strong": out["strong"], "weak": out["weak"]}
 
     return forward
@@ -258,7 +269,7 @@ def inference_model(config, workdir: str, *, export: bool = True):
         with jax.named_scope(features.FRONTEND_SCOPE):  # the crop stays float in the integer variants
             mel = mel[:, :frames].astype(jnp.float32)
         with few_op_gelu():
-            out = model.sed_forward(mel, train=False)
+            out = model.sed_forward(mel, train=False, sliding=sliding(config, "eval_step"))
         return {"strong": out["strong"], "weak": out["weak"]}
 
     options = {"float_scopes": (EXACT_GELU_SCOPE,  # LiteRT aborts on the int8 erf polynomial
@@ -283,6 +294,19 @@ def scaling_cases(preset: str) -> dict:
     return {"pmam": lambda: scaling.pmam_case(preset), "pmam_finetune": lambda: scaling.pmam_finetune_case(preset)}
 
 
+def finalize_config(config) -> None:
+    """The run's classes from its data; a PaSST-sized run without PaSST weights is refused."""
+    sed_data.resolve_classes(config)
+    m = config.model
+    if not m.passt_checkpoint and not m.allow_random_init:
+        raise ConfigError(
+            "model.passt_checkpoint is not set: this preset starts PaSST from AudioSet weights and freezes its "
+            "first blocks, which from random weights would freeze noise. Pass "
+            "--config.model.passt_checkpoint=/path/to/passt-s-f128-p16-s10-ap.476-swa.pt (pip install -e "
+            "'.[convert]'; nothing is downloaded), or --config.model.allow_random_init=True to train from random "
+            "weights on purpose")
+
+
 SYSTEM = System(
     name="pmam",
     description="PMAM: GMM prototypes + masked audio model pre-training, mean-teacher fine-tuning, PSDS",
@@ -294,6 +318,7 @@ SYSTEM = System(
     predict=predict,
     final_stage=lambda config: FINAL_STAGE,
     eval_keys=task.EVAL_KEYS,
+    finalize_config=finalize_config,
     inference_model=inference_model,
     predictor=predictor,
     scaling_cases=scaling_cases,

@@ -11,7 +11,7 @@ import os
 import jax
 
 from jaxaudio.data.sed.clips import ClipSource
-from jaxaudio.data.sed.desed import DEFAULT_LAYOUT, DESED_CLASSES, load_subset
+from jaxaudio.data.sed.desed import DEFAULT_LAYOUT, DESED_CLASSES, load_subset, read_classes
 from jaxaudio.data.sed.labels import FrameLabelEncoder
 from jaxaudio.data.source import mixed_batches
 from jaxaudio.data.synth.cache import ensure_dataset
@@ -43,6 +43,26 @@ def data_root(data_cfg) -> str:
     return str(ensure_dataset(data_cfg.synth_dir, synth, progress=jax.process_index() == 0))
 
 
+def classes(data_cfg) -> tuple[str, ...]:
+    """The run's event classes: ``data.classes``, else those the data folder declares, else DESED's."""
+    if data_cfg.get("classes"):
+        return tuple(data_cfg.classes)
+    if data_cfg.get("prepared_dir"):  # the classes the set was prepared with
+        from jaxaudio.data.sed.prepared import prepared_path, read_metadata
+
+        clip_samples = int(round(data_cfg.clip_seconds * data_cfg.sample_rate))
+        return tuple(read_metadata(prepared_path(data_cfg.prepared_dir, data_cfg.sample_rate, clip_samples))["classes"])
+    if data_cfg.data_dir and os.path.isdir(data_cfg.data_dir):
+        return read_classes(data_cfg.data_dir) or DESED_CLASSES
+    return DESED_CLASSES
+
+
+def resolve_classes(config) -> None:
+    """Writes the class list into ``config.data.classes`` so that config.json holds it: predict
+    and export then rebuild the model without the data folder."""
+    config.data.classes = classes(config.data)
+
+
 def subset_spec(name: str):
     """The DESED layout entry (folders and tsv files) of one subset, by its config name."""
     if name not in DEFAULT_LAYOUT:
@@ -57,7 +77,7 @@ def clip_source(root: str, data_cfg, name: str, encoder: FrameLabelEncoder) -> C
 
         return PreparedClipSource(prepared_path(data_cfg.prepared_dir, data_cfg.sample_rate, clip_samples), name,
                                   encoder)
-    records = load_subset(root, subset_spec(name), DESED_CLASSES)
+    records = load_subset(root, subset_spec(name), classes(data_cfg))
     if not records:
         raise ConfigError(f"data: subset {name!r} under {root} holds no clips")
     return ClipSource(records, data_cfg.sample_rate, clip_samples, encoder, cache=data_cfg.cache_audio)

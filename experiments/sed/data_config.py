@@ -7,6 +7,9 @@ def desed_data(sample_rate: int) -> ml_collections.ConfigDict:
     d.data_dir = ""              # empty: the built-in synthetic set under synth_dir (--data_dir sets it)
     d.synth_dir = "data/desed_synth"
     d.synth_preset = "default"
+    # The event classes; empty: the data folder's metadata/classes.txt if it has one (a set made from
+    # your own sound banks), else DESED's ten. run.py writes the resolved list into config.json.
+    d.classes = ()
     d.sample_rate = sample_rate
     d.clip_seconds = 10.0
     d.train_strong = "synthetic_train"

@@ -11,7 +11,6 @@ import os
 import numpy as np
 
 from experiments.sed import data as sed_data
-from jaxaudio.data.sed.desed import DESED_CLASSES
 from jaxaudio.data.sed.labels import FrameLabelEncoder
 from jaxaudio.evaluators.sed import SEDEvaluator
 from jaxaudio.export.model import CLIP_PROBS, FRAME_PROBS, HeldOut, InferenceModel, Output
@@ -26,7 +25,8 @@ class SEDData:
 
     def __init__(self, config, n_frames: int):
         self.config = config
-        self.encoder = FrameLabelEncoder(DESED_CLASSES, config.data.clip_seconds, n_frames)
+        self.classes = sed_data.classes(config.data)
+        self.encoder = FrameLabelEncoder(self.classes, config.data.clip_seconds, n_frames)
         self._root = None
         self._sources = {}
 
@@ -84,8 +84,8 @@ def inference_model(config, data: SEDData, *, name: str, fn, variables, source: 
         ids = tuple(subset.records[i].clip_id for i in range(count))
         return HeldOut(waves, ids, lambda outputs: evaluator.score_arrays(outputs, ids))
 
-    outputs = (Output("strong", FRAME_PROBS, tuple(DESED_CLASSES), data.encoder.timestamps()),
-               Output("weak", CLIP_PROBS, tuple(DESED_CLASSES)))
+    outputs = (Output("strong", FRAME_PROBS, data.classes, data.encoder.timestamps()),
+               Output("weak", CLIP_PROBS, data.classes))
     return InferenceModel(name=name, fn=fn, variables=variables, input_shape=(data.clip_samples,), outputs=outputs,
                           primary_metric=config.eval.primary_metric, sample_rate=int(config.data.sample_rate),
                           calibration=calibration, held_out=held_out, source=source, **options)
@@ -98,7 +98,7 @@ def predictor(config, data: SEDData, predict_batch):
     evaluator = evaluators(config, data)[config.eval.validation_split]
     return SEDPredictor(predict_batch=predict_batch, batch_size=int(config.batch.eval),
                         sample_rate=int(config.data.sample_rate), clip_samples=data.clip_samples,
-                        frame_timestamps=data.encoder.timestamps(), class_names=tuple(DESED_CLASSES),
+                        frame_timestamps=data.encoder.timestamps(), class_names=data.classes,
                         postprocess=evaluator.postprocess)
 
 

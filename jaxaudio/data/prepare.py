@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from jaxaudio.data.records.writer import WRITER_OPTIONS, write_records
-from jaxaudio.data.sed.desed import DESED_CLASSES
+from jaxaudio.data.sed.desed import DESED_CLASSES, read_classes
 from jaxaudio.data.sed.prepared import prepared_path, read_metadata
 from jaxaudio.data.sed.raw import DesedSet
 from jaxaudio.errors import ConfigError, JaxAudioError
@@ -37,11 +37,15 @@ def prepare(
     clip_seconds: float = 10.0,
     audio_dtype: str = "auto",
     subsets: Sequence[str] | None = None,
-    classes: Sequence[str] = DESED_CLASSES,
+    classes: Sequence[str] | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Writes (or reuses) the prepared set under `out` and returns its folder."""
+    """Writes (or reuses) the prepared set under `out` and returns its folder.
+
+    classes: default, the set's own (``metadata/classes.txt``), else DESED's ten.
+    """
+    classes = classes or read_classes(data_dir) or DESED_CLASSES
     clip_samples = int(round(clip_seconds * sample_rate))
     desed = DesedSet(data_dir, sample_rate, clip_samples, audio_dtype=audio_dtype,
                      subsets=subsets, classes=classes)

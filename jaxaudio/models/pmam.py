@@ -42,6 +42,7 @@ from flax import nnx
 
 from jaxaudio.errors import ConfigError
 from jaxaudio.nn.cnn import CNN, PMAM_CNN, CNNConfig, as_rngs, torch_uniform
+from jaxaudio.nn.global_local import GlobalLocal, global_local
 from jaxaudio.nn.masking import ReplacementPlan, apply_replacement, token_only_plan
 from jaxaudio.nn.pooling import AttentionPool, linear_softmax_pooling
 from jaxaudio.nn.relpos import ContextNetwork
@@ -182,29 +183,45 @@ class PMAM(nnx.Module):
         self.at_class_head = _dense(dim, cfg.n_classes, rngs)
 
     # ------------------------------------------------------------------ encoder
-    def encode(self, mel: jax.Array, *, train: bool, rngs=None) -> dict[str, jax.Array]:
+    def _passt_frames(self, mel: jax.Array, *, train: bool, rngs, pad_to: int | None) -> tuple[jax.Array, dict]:
+        """PaSST branch: ViT -> out_norm -> frequency pooling -> x upsample: ``(batch, frames, vit.dim)``."""
+        vit_out = self.encoder(mel, train=train, rngs=rngs, return_layer=self.cfg.feature_layer)
+        n_freq, n_time = self.encoder.grid_shape(mel.shape[1], train=train)
+        patches = self.out_norm(vit_out["patch_tokens"])
+        frames = frequency_pool(patches, n_freq, n_time, mode="attention",
+                                pool_module=functools.partial(self.freq_pool, train=train, rngs=rngs))
+        if pad_to is not None and n_time > pad_to:
+            raise ConfigError(
+                f"PaSST gives {n_time} time patches but pmam.pred_len/upsample = {pad_to}; "
+                "raise pred_len or shorten the input"
+            )
+        return interpolate_time(frames, self.cfg.upsample, pad_to=pad_to), vit_out
+
+    def encode(self, mel: jax.Array, *, train: bool, rngs=None,
+               sliding: GlobalLocal | None = None) -> dict[str, jax.Array]:
         """``mel (batch, frames, n_mels)`` -> dict:
 
         ``fused (batch, pred_len, decoder_dim)``: the context network's input.
         ``passt_frames (batch, pred_len, vit.dim)``: PaSST branch after interpolation (GMM features).
         ``passt_final (batch, n_patches, vit.dim)``: final normed PaSST patch tokens (AT branch).
+
+        sliding: global-local fusion of the PaSST branch (``nn/global_local.py``): its frames are
+        ``local_weight`` x the overlap-averaged encodings of windows of ``window`` mel frames,
+        ``step`` apart, plus the rest x the whole clip's. The windows, like the reference's, skip
+        the pad to ``pred_len / upsample`` patch columns; the CNN branch and AT branch see the
+        whole clip only (``Transformer4SED src/models/cnn_transformer/passt_cnn.py``).
         """
         cfg = self.cfg
         if mel.ndim != 3:
             raise ConfigError(f"PMAM input has shape {mel.shape}; expected (batch, frames, n_mels)")
         rngs = as_rngs(rngs)
-        vit_out = self.encoder(mel, train=train, rngs=rngs, return_layer=cfg.feature_layer)
-        n_freq, n_time = self.encoder.grid_shape(mel.shape[1], train=train)
-        patches = self.out_norm(vit_out["patch_tokens"])
-        frames = frequency_pool(patches, n_freq, n_time, mode="attention",
-                                pool_module=functools.partial(self.freq_pool, train=train, rngs=rngs))
-        steps = cfg.pred_len // cfg.upsample
-        if n_time > steps:
-            raise ConfigError(
-                f"PaSST gives {n_time} time patches but pmam.pred_len/upsample = {steps}; "
-                "raise pred_len or shorten the input"
-            )
-        passt_frames = interpolate_time(frames, cfg.upsample, pad_to=steps)
+        passt_frames, vit_out = self._passt_frames(mel, train=train, rngs=rngs, pad_to=cfg.pred_len // cfg.upsample)
+        if sliding is not None:
+            def branch(window):
+                return self._passt_frames(window, train=train, rngs=rngs, pad_to=None)[0]
+
+            passt_frames = global_local(branch, mel, window=sliding.window, step=sliding.step,
+                                        local_weight=sliding.local_weight, global_encoding=passt_frames)
         fused = self.passt_proj(passt_frames)
         if cfg.cnn is not None:
             cnn_frames = _resize_to(self.cnn(mel, train=train, rngs=rngs), cfg.pred_len)
@@ -261,12 +278,13 @@ class PMAM(nnx.Module):
         return prototype_probs(h, prototypes, tau=self.cfg.tau, slope=self.cfg.leaky_slope)
 
     # ------------------------------------------------------------- fine-tuning
-    def sed_forward(self, mel: jax.Array, *, train: bool, rngs=None,
-                    temperature: float = 1.0) -> dict[str, jax.Array]:
+    def sed_forward(self, mel: jax.Array, *, train: bool, rngs=None, temperature: float = 1.0,
+                    sliding: GlobalLocal | None = None) -> dict[str, jax.Array]:
         """Unmasked pass for detection: ``strong (batch, pred_len, n_classes)`` = sigmoid(logits / temperature),
-        ``weak (batch, n_classes)`` by linear-softmax pooling, ``weak_at (batch, n_classes)`` from the AT branch."""
+        ``weak (batch, n_classes)`` by linear-softmax pooling, ``weak_at (batch, n_classes)`` from the AT branch.
+        sliding: global-local fusion of the encoder (see ``encode``)."""
         rngs = as_rngs(rngs)
-        enc = self.encode(mel, train=train, rngs=rngs)
+        enc = self.encode(mel, train=train, rngs=rngs, sliding=sliding)
         x = self.context(enc["fused"], train=train, rngs=rngs)
         strong = jax.nn.sigmoid(self.classifier(x) / temperature)
         weak_at = jax.nn.sigmoid(self._at_logits(enc["passt_final"], self.at_class_head, train=train, rngs=rngs))

@@ -94,6 +94,8 @@ class System:
     predict(config) -> ``fn(model, device_batch) -> {output name: array}`` (the forward pass
     that evaluation, predict mode and export verification score);
     eval_keys: the batch keys ``predict`` reads (plus "index");
+    finalize_config(config): fills in, before config.json is saved, what depends on the data
+    (the SED systems' class list), so that the saved config alone rebuilds the model;
     inference_model(config, workdir, *, export) -> ``jaxaudio.export.InferenceModel`` from a
     trained workdir (``export=True``: the export form of the graph);
     predictor(config, workdir) -> what ``--mode=predict`` runs on a user's files;
@@ -110,6 +112,7 @@ class System:
     predict: Callable[[Any], Callable]
     final_stage: Callable[[Any], str]
     eval_keys: tuple[str, ...] = ("audio",)
+    finalize_config: Optional[Callable[[Any], None]] = None
     inference_model: Optional[Callable[..., Any]] = None
     predictor: Optional[Callable[..., Any]] = None
     scaling_cases: Optional[Callable[[str], dict]] = None

@@ -279,3 +279,61 @@ def test_labels_of_another_shape(tmp_path, shape):
     message = str(err.value)
     assert path in message and f"shape {shape}" in message and "expected (3, 5, 10)" in message
     assert "(clips, model.frames, model.n_prototypes)" in message
+
+
+# ------------------------------------------------------------------- runs that never trained
+def test_a_missing_data_dir_writes_no_workdir(tmp_path, capsys):
+    workdir = tmp_path / "w"
+    assert run_cli.main(["--exp=crnn", "--preset=smoke", "--workdir", str(workdir),
+                         "--data_dir", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "--data_dir" in err and "no such folder" in err
+    assert not workdir.exists()
+
+
+def test_a_run_that_fails_on_its_data_removes_the_workdir_it_made(tmp_path, capsys):
+    """A data folder that is not a DESED layout fails when the first stage reads it, before any
+    training: the new workdir (config.json and all) is removed, so nothing looks like a run."""
+    (tmp_path / "notdesed").mkdir()
+    workdir = tmp_path / "w"
+    assert run_cli.main(["--exp=crnn", "--preset=smoke", "--workdir", str(workdir),
+                         "--data_dir", str(tmp_path / "notdesed")]) == 2
+    err = capsys.readouterr().err
+    assert "audio folder does not exist" in err and "removed (the run stopped before training started)" in err
+    assert not workdir.exists()
+
+
+def test_a_workdir_killed_before_training_is_refused_then_cleaned(tmp_path):
+    """A run killed before training leaves its mark: predict and export refuse the folder, and
+    the next run clears it instead of resuming from it."""
+    workdir = str(tmp_path / "w")
+    run_record.begin(workdir, "crnn", "smoke", config())
+    write(os.path.join(workdir, "train", "stale.txt"), "left by the killed run")
+    with pytest.raises(CheckpointError, match="stopped before training started"):
+        run_record.load(workdir)
+    run_record.begin(workdir, "crnn", "smoke", config())
+    assert sorted(os.listdir(workdir)) == [run_record.RECORD, run_record.NOT_STARTED]
+    run_record.mark_started(workdir)
+    write(os.path.join(workdir, "train", "checkpoint.txt"), "training got going")
+    assert run_record.load(workdir)[0] == "crnn" and not run_record.abandon(workdir)
+    run_record.begin(workdir, "crnn", "smoke", config())  # a started workdir is kept, not remade
+    assert sorted(os.listdir(workdir)) == [run_record.RECORD, "train"]
+
+
+def test_a_folder_the_user_had_is_never_marked_or_removed(tmp_path):
+    workdir = tmp_path / "mine"
+    write(workdir / "notes.txt", "mine")
+    run_record.begin(str(workdir), "crnn", "smoke", config())
+    assert not (workdir / run_record.NOT_STARTED).exists() and not run_record.abandon(str(workdir))
+    assert (workdir / "notes.txt").exists()
+
+
+def test_the_paper_preset_without_passt_weights_is_refused(tmp_path, capsys):
+    workdir = tmp_path / "w"
+    assert run_cli.main(["--exp=pmam", "--preset=paper", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err
+    assert "--config.model.passt_checkpoint=" in err and "--config.model.allow_random_init=True" in err
+    assert not workdir.exists()
+    assert run_cli.main(["--exp=pmam", "--preset=paper", "--workdir", str(workdir), "--print_config",
+                         "--config.model.allow_random_init=True"]) == 0
+    assert "allow_random_init: true" in capsys.readouterr().out

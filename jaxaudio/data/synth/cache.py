@@ -15,11 +15,14 @@ from jaxaudio.data.synth.desed import DEFAULT, SynthConfig, generate, identity
 from jaxaudio.errors import ConfigError
 
 
-def _replaceable(root: Path) -> bool:
+def check_replaceable(root: Path) -> None:
     """Only an empty folder or one of our own sets may be swapped out (and deleted)."""
     if not root.exists():
-        return True
-    return root.is_dir() and (not any(root.iterdir()) or (root / manifest.MANIFEST_NAME).is_file())
+        return
+    if not (root.is_dir() and (not any(root.iterdir()) or (root / manifest.MANIFEST_NAME).is_file())):
+        raise ConfigError(
+            f"data_dir {str(root)!r}: exists and holds no {manifest.MANIFEST_NAME}, so it is not a "
+            "synthetic set this generator may replace; remove it or choose another folder")
 
 
 def ensure_dataset(data_dir, config: SynthConfig = DEFAULT, progress: bool = True,
@@ -35,10 +38,7 @@ def ensure_dataset(data_dir, config: SynthConfig = DEFAULT, progress: bool = Tru
     wanted = identity(config)
     if not force and manifest.is_complete(root, wanted, verify_hashes):
         return root
-    if not _replaceable(root):
-        raise ConfigError(
-            f"data_dir {str(root)!r}: exists and holds no {manifest.MANIFEST_NAME}, so it is not a "
-            "synthetic set this generator may replace; remove it or choose another folder")
+    check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:

@@ -142,7 +142,7 @@ def clip_rng(config: SynthConfig, plan: SubsetPlan, index: int) -> np.random.Gen
     return np.random.default_rng([config.seed, plan.rng_id, index])
 
 
-def _conflicts(events: list[Event], label: str, onset: float, offset: float, gap: float) -> bool:
+def same_class_conflict(events: list[Event], label: str, onset: float, offset: float, gap: float) -> bool:
     return any(e.label == label and onset < e.offset + gap and offset > e.onset - gap for e in events)
 
 
@@ -172,7 +172,7 @@ def render_clip(config: SynthConfig, subset: str, index: int, keep_stems: bool =
             start = int(round(rng.integers(0, max_onset_ms + 1) / 1000 * sr))
             placed = source[: n - start]
             onset, offset = round(start / sr, 3), round((start + len(placed)) / sr, 3)
-            if not _conflicts(events, label, onset, offset, config.same_class_gap_seconds):
+            if not same_class_conflict(events, label, onset, offset, config.same_class_gap_seconds):
                 break
         else:
             continue  # no room left for another event of this class
@@ -215,7 +215,7 @@ def identity(config: SynthConfig) -> dict:
     return {"task": "desed", "generator_version": GENERATOR_VERSION, "config": dataclasses.asdict(config)}
 
 
-def _write_tsv(path: Path, header: str, rows: list[str]) -> None:
+def write_tsv(path: Path, header: str, rows: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join([header] + rows) + "\n", encoding="utf-8")
 
@@ -231,16 +231,16 @@ def _write_metadata(root: Path, config: SynthConfig, results: dict[str, list[lis
             rows = []
             for name, events in zip(names, clips):
                 rows += [f"{name}\t{e.onset:.3f}\t{e.offset:.3f}\t{e.label}" for e in events] or [f"{name}\t\t\t"]
-            _write_tsv(root / plan.strong_tsv, "filename\tonset\toffset\tevent_label", rows)
+            write_tsv(root / plan.strong_tsv, "filename\tonset\toffset\tevent_label", rows)
             written.append(plan.strong_tsv)
         if plan.weak_tsv:
             rows = [f"{name}\t{','.join(c for c in CLASSES if any(e.label == c for e in events))}"
                     for name, events in zip(names, clips)]
-            _write_tsv(root / plan.weak_tsv, "filename\tevent_labels", rows)
+            write_tsv(root / plan.weak_tsv, "filename\tevent_labels", rows)
             written.append(plan.weak_tsv)
         if plan.durations_tsv:
             rows = [f"{name}\t{config.clip_seconds:.3f}" for name in names]
-            _write_tsv(root / plan.durations_tsv, "filename\tduration", rows)
+            write_tsv(root / plan.durations_tsv, "filename\tduration", rows)
             written.append(plan.durations_tsv)
     return written
 
