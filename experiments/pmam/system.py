@@ -33,7 +33,7 @@ from jaxaudio.nn.masking import block_mask, replacement_plan
 from jaxaudio.objectives.sed import mean_teacher_at_loss
 from jaxaudio.objectives.ssl import pmam_loss
 from jaxaudio.train.log import get_logger
-from jaxaudio.train.schedules import linear_rampup, sigmoid_rampup
+from jaxaudio.train.schedules import linear_rampup, logistic_rampup, sigmoid_rampup
 from jaxaudio.train.stage_config import stage_fields
 from jaxaudio.train.system import Stage, StageContext, System
 
@@ -50,7 +50,7 @@ FROZEN_IN_STAGE = {
     "finetune2": [{"name": "fusion", "pattern": r"^fusion_weight", "lr": 0.0},
                   {"name": "unused", "pattern": UNUSED_IN_FINETUNING, "lr": 0.0}],
 }
-RAMPS = {"linear": linear_rampup, "sigmoid": sigmoid_rampup}
+RAMPS = {"linear": linear_rampup, "sigmoid": sigmoid_rampup, "logistic": logistic_rampup}
 
 
 def pretrain_name(round_index: int) -> str:
@@ -238,12 +238,27 @@ def stages(config, workdir: str) -> list[Stage]:
 
 
 # ----------------------------------------------------------------------------- outputs
+def detect(config):
+    """``(model, mel) -> {strong, weak}`` as validation, evaluation, predict and export see it:
+    global-local fusion at the inference step, sigmoid(logits / eval.temperature), and with
+    eval.weak_mask the frame scores times the clip's pooled probability (the reference's soft
+    mask, applied before the median filter). Training passes are plain ``sed_forward``."""
+    fusion, e = sliding(config, "eval_step"), config.eval
+    temperature, weak_mask = float(e.get("temperature", 1.0)), bool(e.get("weak_mask", False))
+
+    def run(model, mel):
+        out = model.sed_forward(mel, train=False, sliding=fusion, temperature=temperature)
+        strong = out["strong"] * out["weak"][:, None, :] if weak_mask else out["strong"]
+        return {"strong": strong, "weak": out["weak"]}
+
+    return run
+
+
 def predict(config):
-    fe, frames, fusion = frontend_config(config), config.model.frames, sliding(config, "eval_step")
+    fe, frames, run = frontend_config(config), config.model.frames, detect(config)
 
     def forward(model, batch):
-        out = model.sed_forward(mel_frames(batch["audio"], fe, frames), train=False, sliding=fusion)
-        return {"strong": out["strong"], "weak": out["weak"]}
+        return run(model, mel_frames(batch["audio"], fe, frames))
 
     return forward
 
@@ -269,8 +284,7 @@ def inference_model(config, workdir: str, *, export: bool = True):
         with jax.named_scope(features.FRONTEND_SCOPE):  # the crop stays float in the integer variants
             mel = mel[:, :frames].astype(jnp.float32)
         with few_op_gelu():
-            out = model.sed_forward(mel, train=False, sliding=sliding(config, "eval_step"))
-        return {"strong": out["strong"], "weak": out["weak"]}
+            return detect(config)(model, mel)
 
     options = {"float_scopes": (EXACT_GELU_SCOPE,  # LiteRT aborts on the int8 erf polynomial
                                 POOLING_SCOPE),    # its 1e-7 clamp rounds to 0 in int8 (nn/pooling.py)

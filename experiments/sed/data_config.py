@@ -29,6 +29,6 @@ def sed_eval(median_window: int) -> ml_collections.ConfigDict:
     e.validation_split = "validation"   # a subset name of config.data (validation / test)
     e.splits = ("validation", "eval")
     e.primary_metric = "psds1"
-    e.median_window = median_window     # frames; one odd length for all classes
+    e.median_window = median_window     # frames: one length for all classes, or one per class
     e.max_clips = 0                     # export verification: 0 = every clip of the split
     return e

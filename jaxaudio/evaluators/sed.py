@@ -73,7 +73,7 @@ class SEDEvaluator:
     """PSDS and F1 of frame probabilities (output ``strong``) on one labelled subset.
 
     source: a function building the ClipSource (called once, when first needed: the data may
-    have to be generated). median_window: one odd length or one per class.
+    have to be generated). median_window: one length (frames) for all classes or one per class.
     """
 
     source_fn: Callable[[], object]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from jaxaudio.errors import ConfigError, ShapeError
 
@@ -23,41 +24,37 @@ def _class_windows(windows: int | Sequence[int], n_classes: int) -> list[int]:
     if len(windows) != n_classes:
         raise ConfigError(
             f"median windows {windows}: got {len(windows)} windows for {n_classes} classes; "
-            "give one odd window for all classes or one per class"
+            "give one window for all classes or one per class"
         )
     for k, w in enumerate(windows):
-        if not _is_odd_positive(w):
+        if not _is_whole_positive(w):
             which = f" (class {k})" if per_class else ""
-            raise ConfigError(f"median window {w}{which} must be odd and >= 1")
+            raise ConfigError(f"median window {w}{which} must be a whole number of frames >= 1")
     return [int(w) for w in windows]
 
 
-def _is_odd_positive(w) -> bool:
+def _is_whole_positive(w) -> bool:
     if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, float, np.integer, np.floating)):
         return False
-    return float(w).is_integer() and w >= 1 and int(w) % 2 == 1
+    return float(w).is_integer() and w >= 1
 
 
 def median_filter(probs: np.ndarray, windows: int | Sequence[int]) -> np.ndarray:
-    """Class-wise median filter over time of `probs` `(time, classes)`.
+    """Class-wise median filter over time of `probs` `(time, classes)`: scipy.ndimage's, as the
+    DESED baseline and Transformer4SED (``src/codec/decoder.py``) post-process.
 
-    `windows` is one odd length for all classes or one per class (1 = unchanged; anything
-    else is a ConfigError; probs that are not 2-d, a ShapeError). Edges are
-    mirrored including the edge sample (`... b a | a b c ...`), i.e. scipy.ndimage's default
-    'reflect' mode, which the DESED baseline's post-processing uses.
+    `windows` is one length for all classes or one per class (1 = unchanged). Even lengths are
+    allowed, as the reference's class-wise windows are (e.g. 32 and 128 frames): scipy then takes
+    frames ``i - w/2 .. i + w/2 - 1`` and the upper of the two middle values. Edges are mirrored
+    including the edge sample (``... b a | a b c ...``, mode 'reflect'). A bad window is a
+    ConfigError; probs that are not 2-d, a ShapeError.
     """
     probs = np.asarray(probs)
     if probs.ndim != 2:
         raise ShapeError(f"median_filter: expected probs of shape (time, classes), got {probs.shape}")
     out = np.empty_like(probs)
     for k, w in enumerate(_class_windows(windows, probs.shape[1])):
-        column = probs[:, k]
-        if w == 1:
-            out[:, k] = column
-            continue
-        half = w // 2
-        padded = np.pad(column, (half, half), mode="symmetric")
-        out[:, k] = np.median(np.lib.stride_tricks.sliding_window_view(padded, w), axis=-1)
+        out[:, k] = probs[:, k] if w == 1 else ndimage.median_filter(probs[:, k], size=w, mode="reflect")
     return out
 
 

@@ -61,7 +61,7 @@ def test_decode_threshold_is_strict_and_median_removes_blips():
     assert [(round(a, 6), round(b, 6)) for a, b, _ in smooth] == [(0.4, 0.7)]
 
 
-@pytest.mark.parametrize("window", [1, 3, 5, 7, 11])
+@pytest.mark.parametrize("window", [1, 2, 3, 4, 5, 7, 11, 32])
 def test_median_filter_matches_scipy_per_column(window):
     probs = np.random.default_rng(window).uniform(size=(40, 4))
     got = median_filter(probs, window)
@@ -77,9 +77,23 @@ def test_class_wise_windows_match_scipy_each():
         np.testing.assert_array_equal(got[:, k], scipy_median_filter(probs[:, k], size=w))
 
 
-def test_even_window_is_refused():
-    with pytest.raises(ConfigError, match="odd"):
-        median_filter(np.zeros((5, 2)), 4)
+def test_an_even_window_takes_the_upper_middle_value_of_the_frames_around():
+    """Hand-worked: window 4 at frame i covers frames i-2 .. i+1 (edges mirrored), and of the
+    two middle values scipy keeps the upper one (no averaging)."""
+    column = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    # frame 0: [1, 0 | 0, 1] -> sorted 0 0 1 1 -> 1; frame 2: [0, 1, 0, 0] -> 0; frame 4: [0, 0, 1, 1] -> 1
+    got = median_filter(column[:, None], 4)[:, 0]
+    assert got[0] == 1.0 and got[2] == 0.0 and got[4] == 1.0
+
+
+def test_the_reference_class_wise_windows():
+    """Transformer4SED's windows (recipes/desed/finetune/train.py:221-226) at 1000 output frames."""
+    windows = [int(w / 156 * 1000) for w in (5, 20, 5, 5, 5, 20, 20, 20, 5, 20)]
+    assert windows == [32, 128, 32, 32, 32, 128, 128, 128, 32, 128]
+    probs = np.random.default_rng(5).uniform(size=(1000, 10))
+    got = median_filter(probs, windows)
+    for k, w in enumerate(windows):
+        np.testing.assert_array_equal(got[:, k], scipy_median_filter(probs[:, k], size=w))
 
 
 def test_median_filter_window_longer_than_signal_matches_scipy():
@@ -90,11 +104,10 @@ def test_median_filter_window_longer_than_signal_matches_scipy():
 
 
 @pytest.mark.parametrize("windows, match", [
-    (4, "median window 4 must be odd and >= 1"),
-    (0, "median window 0 must be odd and >= 1"),
-    (-3, "median window -3 must be odd and >= 1"),
-    (2.5, "median window 2.5 must be odd and >= 1"),
-    ([3, 2], r"median window 2 \(class 1\) must be odd and >= 1"),
+    (0, "median window 0 must be a whole number of frames >= 1"),
+    (-3, "median window -3 must be a whole number of frames >= 1"),
+    (2.5, "median window 2.5 must be a whole number of frames >= 1"),
+    ([3, 0], r"median window 0 \(class 1\) must be a whole number of frames >= 1"),
     ([3, 3, 3], "got 3 windows for 2 classes"),
 ])
 def test_median_filter_bad_window_is_a_config_error(windows, match):
