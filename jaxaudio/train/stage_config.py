@@ -62,6 +62,7 @@ def stage_fields(stage_cfg: Mapping[str, Any], where: str, *, extra_groups=(), l
         "clip_norm": stage_cfg.get("clip_norm", plain(loop_defaults or {}).get("clip_norm")),
         "ema": float(stage_cfg["ema"]) if stage_cfg.get("ema") else None,
         "lr_group": stage_cfg.get("lr_group") or None,
+        "select": stage_cfg.get("select", "last"),
     }
     defaults = plain(loop_defaults or {})
     for key in LOOP_KEYS:

@@ -32,8 +32,10 @@ class Stage:
     is logged), ``ema`` (mean-teacher decay; None: no EMA teacher), ``frozen`` (named frozen
     models, each built by a function called once before training), ``init_from`` (the earlier
     stage whose final weights this one starts from), ``eval_every`` (validation every n steps;
-    with it, the best checkpoint by the primary metric is kept), ``masks`` (params ->
-    0/1 tree, for pruning). Other stages: ``run(context) -> summary``.
+    with it, the best checkpoint by the primary metric is kept), ``select`` ("last", or
+    "best": the stage's weights, for the next stage, evaluation, predict and export, are that
+    best checkpoint's, as the SED recipes select their epoch), ``masks`` (params -> 0/1 tree,
+    for pruning). Other stages: ``run(context) -> summary``.
     """
 
     name: str
@@ -51,10 +53,19 @@ class Stage:
     init_from: Optional[str] = None
     eval_every: int = 0
     masks: Optional[Callable[[Any], Any]] = None
+    select: str = "last"
     log_every: int = 50
     checkpoint_every: int = 500
     keep: int = 3
     run: Optional[Callable[["StageContext"], dict]] = None
+
+    def __post_init__(self):
+        from jaxaudio.errors import ConfigError
+
+        if self.select not in ("last", "best"):
+            raise ConfigError(f"stage {self.name}: select={self.select!r}; expected 'last' or 'best'")
+        if self.select == "best" and not self.eval_every:
+            raise ConfigError(f"stage {self.name}: select='best' needs eval_every (validation picks the best)")
 
     @property
     def trains(self) -> bool:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxaudio.errors import ConfigError
+from jaxaudio.errors import CheckpointError, ConfigError
 from jaxaudio.io import paths
 from jaxaudio.train import distributed, run_record, stages as stage_files
 from jaxaudio.train.checkpoint import abstract_like
@@ -128,7 +128,7 @@ class Trainer:
         previous = self.stage(stage.init_from)
         abstract = self.abstract_state(stage, tx)
         shardings = jax.tree.map(lambda a: a.sharding, abstract)
-        prev = stage_files.restore_last(os.path.join(self.workdir, previous.name), self.abstract_state(previous, tx))
+        prev = self.restore_selected(previous, self.abstract_state(previous, tx))
         graphdef = split_model(self._nnx_eval_shape())[0]
         fresh = abstract.replace(
             step=jax.device_put(jnp.zeros((), jnp.int32), shardings.step),
@@ -162,8 +162,21 @@ class Trainer:
             raise ConfigError(f"stage {name!r} does not train, so it has no model")
         graphdef = split_model(self._nnx_eval_shape())[0]
         abstract = self.abstract_state(stage)
-        state = stage_files.restore_last(os.path.join(self.workdir, name), abstract)
+        state = self.restore_selected(stage, abstract)
         return graphdef, state, jax.tree.map(lambda a: a.sharding, abstract)
+
+    def restore_selected(self, stage: Stage, abstract):
+        """A finished stage's weights: its last checkpoint, or with ``select="best"`` the one its
+        validation ranked best (``best_checkpoint_step`` in its done marker)."""
+        path = os.path.join(self.workdir, stage.name)
+        step = None
+        if stage.select == "best" and stage_files.is_done(path):
+            step = stage_files.read_done(path).get("best_checkpoint_step")
+            if step is None:
+                raise CheckpointError(f"{path}: stage {stage.name!r} selects its best checkpoint but its done marker "
+                                      "names none (it never validated); delete done.json to rerun it")
+            LOG.info("stage %s: best checkpoint, step %d", stage.name, step)
+        return stage_files.restore_last(path, abstract, step=step)
 
     def _nnx_eval_shape(self):
         from flax import nnx
@@ -371,8 +384,6 @@ def run(system: System, config, workdir: str, *, mesh=None) -> dict:
 def restore_final(system: System, config, workdir: str, *, mesh=None) -> tuple[Any, Any, Any]:
     """(graphdef, state, shardings) of a finished run's final training stage, for export and
     predict; a run that has not finished it is named with the command that finishes it."""
-    from jaxaudio.errors import CheckpointError
-
     trainer = Trainer(system, config, workdir, mesh=mesh)
     final = system.final_stage(config)
     path = os.path.join(workdir, final)

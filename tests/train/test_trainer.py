@@ -225,3 +225,47 @@ def test_a_stopped_invocation_is_recorded_and_counted(tmp_path):
     (stopped,) = record["invocations"]
     assert stopped["worked_on"] == ["a", "boom"] and stopped["outcome"] == "stopped: RuntimeError: disk full"
     assert record["total_wall_seconds"] == stopped["seconds"] > 0 and "final_eval" not in record
+
+
+class Scripted(NegMSE):
+    """NegMSE whose validation scores are scripted (then the true score for the final evaluation)."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = list(scores)
+
+    def run(self, predict, **kw):
+        true = super().run(predict, **kw)
+        return {"neg_mse": self.scores.pop(0)} if self.scores else true
+
+
+def test_a_stage_that_selects_its_best_checkpoint_hands_over_and_is_evaluated_from_it(tmp_path):
+    """Validation at steps 10, 20, 30, 40 scores best at 20: with select="best" the next stage
+    starts from step 20's weights and the final evaluation reads them, not step 40's."""
+    evaluator = Scripted([-3.0, -1.0, -2.0, -4.0])
+    stage_list = [train_stage("a", steps=40, eval_every=10, keep=1, select="best"),
+                  train_stage("b", steps=1, lr=0.0, init_from="a")]
+    system = make_system(stage_list, evaluator=evaluator, final="a")
+    trainer = Trainer(system, config(), str(tmp_path))
+    trainer.run()
+    done = stage_files.read_done(os.path.join(tmp_path, "a"))
+    assert done["best_checkpoint_step"] == 20
+    with Checkpointer(tmp_path / "a" / "checkpoints", async_save=False) as ckpt:
+        assert ckpt.all_steps() == [20, 40]  # the best is kept beside the latest (keep=1)
+        at_20, _ = ckpt.restore(trainer.abstract_state(stage_list[0]), 20)
+        at_40, _ = ckpt.restore(trainer.abstract_state(stage_list[0]), 40)
+    _, selected, _ = trainer.model_of("a")
+    _, handed, _ = trainer.model_of("b")  # lr 0 for one step: b's weights are what it started from
+    for got_a, got_b, want, last in zip(*(jax.tree.leaves(s.params) for s in (selected, handed, at_20, at_40))):
+        np.testing.assert_array_equal(np.asarray(got_a), np.asarray(want))
+        np.testing.assert_array_equal(np.asarray(got_b), np.asarray(want))
+        assert not np.array_equal(np.asarray(want), np.asarray(last))
+
+
+def test_select_best_without_validation_is_refused():
+    from jaxaudio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="select='best' needs eval_every"):
+        train_stage("a", select="best")
+    with pytest.raises(ConfigError, match="select='first'"):
+        train_stage("a", eval_every=5, select="first")
