@@ -12,6 +12,7 @@ from jaxaudio.errors import ConfigError
 SYSTEMS: dict[str, str] = {
     "pmam": "experiments.pmam.system:SYSTEM",
     "crnn": "experiments.crnn.system:SYSTEM",
+    "matsed": "experiments.matsed.system:SYSTEM",
 }
 DEFAULT = "pmam"
 

@@ -10,19 +10,45 @@ masked audio model training; then fine-tuning stage 1 (heads only) and stage 2 (
 evaluation. ``pretrain.rounds=0`` fine-tunes the same network without pre-training (the
 ablation's baseline).
 
-Paper values (``spec/papers.md`` section 1, Transformer4SED ``config/pmam/*.yaml``) are cited
-next to each setting; steps stand in for the reference's epochs.
+Paper values (``spec/papers.md`` section 1, ``spec/sed_recipes.md``, Transformer4SED
+``config/pmam/*.yaml``; ``ref`` = cai525/Transformer4SED at becbea2) are cited next to each
+setting; step counts are the reference's epochs times ``EPOCH_STEPS``.
 """
 import ml_collections
 
+from experiments.sed import data_config as sed_data_config
 from experiments.sed.data_config import desed_data, sed_eval
 
 PRESETS = ("smoke", "tiny", "paper")
+
+# One reference epoch on DESED, in steps (sed_recipes.md row 6). The reference's batch sampler runs
+# min over its sources of len(source) // batch share batches per epoch (ref src/preprocess/dataset.py:190-195),
+# and the weak set bounds it in pre-training [6 strong, 6 weak, 12 unlabeled] and fine-tuning [4 real + 2
+# synthetic strong, 6 weak, 6 unlabeled] alike: 1578 weak clips (ref meta/desed/train/weak.tsv) // 6 = 263
+# (synthetic 10000 // 6 = 1666, real strong 3463 // 4 = 865, unlabeled ~14412 // 12 = 1201). A set other
+# than DESED has other epochs; the paper preset counts DESED's.
+DESED_WEAK_CLIPS = 1578
+EPOCH_STEPS = DESED_WEAK_CLIPS // 6   # = 263
+
+# FilterAugment of every PMAM stage (sed_recipes.md row 7): step filters, +-26 dB, 2-4 bands (high
+# exclusive, as the reference's torch.randint), bands at least 4 mel bins wide (ref
+# config/pmam/post_pretrain.yaml:29-32, finetune1.yaml:42-45, finetune2.yaml:45-48). A stage's
+# ``filter_augment`` is True (the DCASE defaults +-6 dB, 3-5 bands, width 6), False, or such a mapping
+# (experiments/sed/augment.filter_augment_kwargs).
+PAPER_FILTER_AUGMENT = {"db_range": (-26.0, 26.0), "n_bands": (2, 5), "min_bw": 4, "mode": "step"}
 
 
 def _groups(*entries):
     """Optimizer groups as config entries: (name, regex on the parameter path, lr, weight decay)."""
     return tuple(entries)
+
+
+def _retype(section, key, value):
+    """``section[key] = value`` for a value of another type (ConfigDict is type-safe and refuses
+    that): the key is dropped and set again, so it moves to the end of the section (``to_json``
+    order); used on keys that are already last."""
+    del section[key]
+    section[key] = value
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -77,59 +103,94 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.pretrain.p_mask_token = 0.9
     c.pretrain.p_random = 0.05
     c.pretrain.aux_weight = 0.1       # clip-level AT loss
+    # The reference masks every block whose noise is <= the value at rank int(n * rate): 81 of 100
+    # blocks at rate 0.8 (ref src/models/transformer/mask.py:104-106; sed_recipes.md row 20), which
+    # jaxaudio.nn.masking.block_mask(reference_count=True) reproduces.
+    c.pretrain.mask_reference_count = True
 
     # Stages, each in the one schema (jaxaudio/train/stage_config.py); groups are
     # (name, regex on the parameter path, lr, weight decay), the first match wins.
     c.stages = ml_collections.ConfigDict()
     p = c.stages.pretrain = ml_collections.ConfigDict()   # every round's masked-audio-model stage
-    p.steps = 30 * 1000               # 30 epochs
-    p.lr = 1.5e-4                     # CNN / decoder
+    p.steps = 30 * EPOCH_STEPS        # 30 epochs (ref config/pmam/post_pretrain.yaml:18)
+    p.lr = 1.5e-4                     # CNN / decoder (post_pretrain.yaml:107-109,115-117)
     p.weight_decay = 1e-4
+    # exp-down from epoch 10, exponent -1.5, no warm-up (post_pretrain.yaml:17-22)
     p.schedule = {"kind": "warmup_exp_down", "warmup_steps": 0,
-                  "decay_start_step": 10 * 1000, "exponent": -1.5}   # exp-down from epoch 10
+                  "decay_start_step": 10 * EPOCH_STEPS, "exponent": -1.5}
     p.groups = _groups(
-        ("encoder_frozen", r"^encoder/blocks/[0-7]/", 0.0, 0.0),     # first 8 blocks frozen
-        ("encoder", r"^encoder/", 5e-6, 1.0),
-        ("heads", r"^(mlm_hidden|mlm_out|at_pool|at_prototype_head)/", 2e-4, 1e-4),
+        ("encoder_frozen", r"^encoder/blocks/[0-7]/", 0.0, 0.0),     # first 8 blocks frozen (post_pretrain.yaml:113)
+        ("encoder", r"^encoder/", 5e-6, 1.0),                        # post_pretrain.yaml:110-112
+        # The reference's head group is every parameter outside PaSST, the CNN and the decoder names,
+        # so out_norm and mask_token too (ref recipes/desed/finetune/cnn_trans/setting.py:21,109-113;
+        # sed_recipes.md row 16); post_pretrain.yaml:118-120.
+        ("heads", r"^(out_norm|mask_token|mlm_hidden|mlm_out|at_pool|at_prototype_head)(/|$)", 2e-4, 1e-4),
     )
-    p.frame_shift_sigma = 90.0
-    p.filter_augment = True
+    p.frame_shift_sigma = 90.0        # ref src/preprocess/data_aug.py:11,17 (max_shift_frame=90)
+    # Mixup of the whole batch with the pseudo labels, one coin p 0.5, lambda ~ Beta(0.2, 0.2)
+    # (ref recipes/desed/pmam/train.py:58-59, data_aug.py:36-37; sed_recipes.md row 10).
+    p.mixup_prob = 0.5
+    p.mixup_alpha = 0.2
+    p.mixup_beta = 0.2
+    p.filter_augment = dict(PAPER_FILTER_AUGMENT)   # post_pretrain.yaml:27-32 (row 7)
 
-    finetune_schedule = {"kind": "warmup_exp_down", "warmup_steps": 0, "decay_start_step": 15 * 1000,
-                         "exponent": -1.5}
+    # The fine-tuning head group: out_norm (the LayerNorm on PaSST's layer-10 tokens) is a head
+    # parameter in the reference and trains in stage 1 (ref recipes/desed/finetune/cnn_trans/setting.py:21,
+    # 109-113; sed_recipes.md row 16); finetune1.yaml:151-153, finetune2.yaml:109-111.
+    finetune_heads = ("heads", r"^(out_norm|classifier|at_pool|at_class_head)/", 2e-4, 1e-4)
     f1 = c.stages.finetune1 = ml_collections.ConfigDict()   # heads only, everything else frozen
-    f1.steps = 15 * 1000
-    f1.lr = 0.0
-    f1.schedule = dict(finetune_schedule)
-    f1.groups = _groups(("heads", r"^(classifier|at_pool|at_class_head)/", 2e-4, 1e-4))
+    f1.steps = 15 * EPOCH_STEPS       # 15 epochs (ref config/pmam/finetune1.yaml:22)
+    f1.lr = 0.0                       # CNN, PaSST and decoder lr 0 (finetune1.yaml:140-150)
+    # exp-down from epoch 10 of 15, exponent -1, no warm-up (finetune1.yaml:20-26; sed_recipes.md row 15)
+    f1.schedule = {"kind": "warmup_exp_down", "warmup_steps": 0, "decay_start_step": 10 * EPOCH_STEPS,
+                   "exponent": -1.0}
+    f1.groups = _groups(finetune_heads)
     f1.lr_group = "heads"             # the lr logged per step
-    f1.ema = 0.999
-    f1.consistency_max = 2.0
-    f1.rampup_steps = 8 * 1000
-    f1.rampup = "linear"
+    f1.ema = 0.999                    # finetune1.yaml:28
+    f1.consistency_max = 2.0          # finetune1.yaml:30
+    f1.rampup_steps = 8 * EPOCH_STEPS  # finetune1.yaml:18 (self_loss_warmup 8 epochs)
+    f1.rampup = "linear"              # finetune1.yaml:19
     f1.teacher_global_local = False
     f2 = c.stages.finetune2 = ml_collections.ConfigDict()   # all parameters (but the fusion weight)
-    f2.steps = 30 * 1000
-    f2.lr = 1.5e-4                    # CNN / decoder
+    f2.steps = 30 * EPOCH_STEPS       # 30 epochs (ref config/pmam/finetune2.yaml:26)
+    f2.lr = 1.5e-4                    # CNN / decoder (finetune2.yaml:98-100,106-108)
     f2.weight_decay = 1e-4
-    f2.schedule = dict(finetune_schedule)
+    # a 1-epoch warm-up from 0.1x, flat, exp-down from epoch 15, exponent -1.5 (finetune2.yaml:24-30;
+    # sed_recipes.md row 15)
+    f2.schedule = {"kind": "warmup_exp_down", "warmup_steps": 1 * EPOCH_STEPS, "warmup_from": 0.1,
+                   "decay_start_step": 15 * EPOCH_STEPS, "exponent": -1.5}
     f2.groups = _groups(
-        ("encoder_top", r"^encoder/blocks/(8|9|10|11)/", 1.5e-5, 1e-4),   # last 4 blocks x2
+        # PaSST 7.5e-6 (finetune2.yaml:101-105), the last step_lr=4 blocks and the final PaSST norm
+        # ("norm." in the name) at 2x (ref recipes/desed/finetune/cnn_trans/setting.py:46-65; row 16)
+        ("encoder_top", r"^encoder/(blocks/(8|9|10|11)|norm)/", 1.5e-5, 1e-4),
         ("encoder", r"^encoder/", 7.5e-6, 1e-4),
-        ("heads", r"^(classifier|at_pool|at_class_head)/", 2e-4, 1e-4),
+        finetune_heads,
     )
     f2.lr_group = ""
-    f2.ema = 0.999
-    f2.consistency_max = 40.0
-    f2.rampup_steps = 15 * 1000
+    f2.ema = 0.999                    # finetune2.yaml:32
+    f2.consistency_max = 40.0         # finetune2.yaml:34
+    f2.rampup_steps = 15 * EPOCH_STEPS  # finetune2.yaml:23 (self_loss_warmup 15 epochs)
     f2.rampup = "logistic"            # 1 / (1 + e^(-10 (x - 0.5))) over 15 epochs (ref finetune/train.py:96-111)
     f2.teacher_global_local = True    # the stage-2 teacher sees global-local fused features
     for f in (f1, f2):
-        f.weak_weight = 0.5           # pooled clip BCE
-        f.at_weight = 2.0             # AT-branch clip BCE
+        f.weak_weight = 0.5           # pooled clip BCE (finetune*.yaml w_weak, w_weak_cons)
+        f.at_weight = 2.0             # AT-branch clip BCE (finetune*.yaml w_AT)
+        # One coin per batch with p 0.5; if it lands, the strong and the weak rows are each mixed
+        # within themselves with lambda ~ Beta(10, 0.5); unlabeled rows never (ref
+        # recipes/desed/finetune/train.py:78-80; sed_recipes.md row 10).
         f.mixup_prob = 0.5
-        f.frame_shift_sigma = 90.0
-        f.filter_augment = True
+        f.mixup_alpha = 10.0
+        f.mixup_beta = 0.5
+        f.mixup_coin = "batch"
+        f.mixup_sources = ("strong", "weak")
+        f.frame_shift_sigma = 90.0    # ref src/preprocess/data_aug.py:11,17
+        # The clip BCEs see the weak subset only (ref recipes/desed/finetune/train.py:157,163; row 12).
+        f.weak_subset_only = True
+        # Validate every epoch and keep the best (student and teacher PSDS1; the trainer ranks by
+        # the teacher's): its weights go to the next stage and to evaluation (row 14).
+        f.eval_every = EPOCH_STEPS
+        f.select = "best"
+        f.filter_augment = dict(PAPER_FILTER_AUGMENT)   # finetune1.yaml:40-45, finetune2.yaml:43-48 (row 7)
 
     c.train = ml_collections.ConfigDict()   # loop defaults of every stage
     # Kept on purpose: the reference calls clip_grad_norm_ before backward() (ref pmam/train.py:127-128),
@@ -148,14 +209,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.batch.unlabeled = 6
     c.batch.eval = 16
 
-    # Post-processing as the reference's validation and test (sed_recipes.md rows 2, 3, 19):
-    # class-wise median windows [5,20,5,5,5,20,20,20,5,20] x pred_len / 156 output frames
-    # (ref recipes/desed/finetune/train.py:221-226), strong scores times the pooled clip
-    # probability (the weak soft mask, ref src/codec/decoder.py:71-80, weak_mask: True) and
-    # sigmoid(logits / 0.5) at inference (ref finetune1.yaml:104, val_kwargs temp_w).
-    c.eval = sed_eval(median_window=(32, 128, 32, 32, 32, 128, 128, 128, 32, 128))
-    c.eval.weak_mask = True
-    c.eval.temperature = 0.5
+    c.eval = sed_data_config.reference_sed_eval()   # class-wise windows, weak soft mask, temperature 0.5
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.sharding = ml_collections.ConfigDict({"rules": ()})   # (regex, kind) pairs before the defaults
@@ -164,21 +218,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # Every stage on the built-in 16 kHz set on 2 CPU cores in well under 30 minutes:
         # 64 mels at 25 frames/s (hop 640) -> 250 output frames (40 ms), a 4-block ViT of
         # width 64 trained from scratch, a 3-block CNN, a 2-block context network.
-        c.data.sample_rate = 16000
-        c.frontend.sample_rate = 16000
-        c.frontend.n_mels = 64
-        c.frontend.n_fft = 1024
-        c.frontend.win_length = 1024
-        c.frontend.hop_length = 640
-        c.frontend.fmax = 8000.0
-        c.model.n_mels = 64
-        c.model.frames = 250
-        c.model.vit = "plain"
-        c.model.allow_random_init = True  # the tiny ViT is trained from scratch
-        # Off in tiny for now: at 25 frames/s the paper's windows (5.12 s, steps 0.49 / 0.31 s) are
-        # 12 and 17 encoder passes per clip, which would double the run on 2 cores; the SED
-        # ablation benchmark is where tiny's setting gets chosen (README, "PMAM").
-        c.model.global_local.window = 0
+        sed_data_config.tiny_vit_front_end(c)
         c.model.vit_dim = 64
         c.model.vit_depth = 4
         c.model.vit_heads = 4
@@ -198,17 +238,25 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         p.steps = 400
         p.lr = 1e-3
         p.schedule = {"kind": "warmup_exp_down", "warmup_steps": 20, "decay_start_step": 200, "exponent": -1.5}
+        # tiny keeps out_norm and mask_token in the default group until the SED ablation re-measures it
         p.groups = _groups(
             ("heads", r"^(mlm_hidden|mlm_out|at_pool|at_prototype_head)/", 1e-3, 1e-4),
         )
         p.frame_shift_sigma = 10.0
+        # tiny keeps no pre-training mixup and the DCASE FilterAugment until the SED ablation re-measures it
+        p.mixup_prob = 0.0
+        _retype(p, "filter_augment", True)
         c.pretrain.mask_block = 5         # 0.2 s at 25 frames/s
+        c.pretrain.mask_reference_count = False   # tiny keeps round(n * rate) blocks until the ablation re-measures it
         tiny_schedule = {"kind": "warmup_exp_down", "warmup_steps": 20, "decay_start_step": 400, "exponent": -1.0}
         f1.steps = 150
+        # tiny keeps out_norm frozen in stage 1 until the SED ablation re-measures it
         f1.groups = _groups(("heads", r"^(classifier|at_pool|at_class_head)/", 2e-3, 1e-4))
         f1.rampup_steps = 75
         f2.steps = 800
         f2.lr = 2e-3
+        # tiny keeps out_norm at f2.lr and the final encoder norm at the encoder's rate until the SED
+        # ablation re-measures it
         f2.groups = _groups(
             ("encoder", r"^encoder/", 1e-3, 1e-4),
             ("heads", r"^(classifier|at_pool|at_class_head)/", 2e-3, 1e-4),
@@ -220,6 +268,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
             f.schedule = dict(tiny_schedule)
             f.ema = 0.99
             f.frame_shift_sigma = 10.0
+            # tiny keeps its mixup (a coin per source, Beta(0.2, 0.2), unlabeled rows mixed too) and the
+            # DCASE FilterAugment until the SED ablation re-measures it
+            f.mixup_alpha, f.mixup_beta, f.mixup_coin = 0.2, 0.2, "segment"
+            f.mixup_sources = ("strong", "weak", "unlabeled")
+            _retype(f, "filter_augment", True)
+            f.weak_subset_only, f.eval_every, f.select = False, 0, "last"  # tiny's earlier ones, likewise
         c.train.clip_norm = 5.0
         c.train.log_every = 50
         c.train.checkpoint_every = 100

@@ -52,16 +52,20 @@ def model_config(config) -> PMAMConfig:
                       n_classes=len(sed_data.classes(config.data)), pred_len=m.frames)
 
 
-def build_model(config) -> PMAM:
-    """A fresh PMAM; its PaSST branch from ``model.passt_checkpoint`` when one is given."""
-    model = PMAM(model_config(config), rngs=nnx.Rngs(config.seed))
+def with_passt_weights(model, config, name: str = "pmam"):
+    """``model`` with its PaSST encoder from ``model.passt_checkpoint`` when one is given."""
     path = config.model.passt_checkpoint
     if path:
         from jaxaudio.convert.passt import load_passt  # torch is needed only here (extra "convert")
 
-        get_logger("jaxaudio.pmam").info("PaSST branch from %s", path)
+        get_logger(f"jaxaudio.{name}").info("PaSST encoder from %s", path)
         model.encoder = load_passt(path, model.cfg.vit, rngs=nnx.Rngs(config.seed))
     return model
+
+
+def build_model(config) -> PMAM:
+    """A fresh PMAM; its PaSST branch from ``model.passt_checkpoint`` when one is given."""
+    return with_passt_weights(PMAM(model_config(config), rngs=nnx.Rngs(config.seed)), config)
 
 
 def mel_frames(audio: jax.Array, fe: features.FrontEndConfig, frames: int) -> jax.Array:

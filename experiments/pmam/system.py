@@ -65,9 +65,10 @@ def prototypes_dir(workdir: str, round_index: int) -> str:
 def pretrain_loss_fn(config, fe, prototypes: np.ndarray):
     """Block-masked prototype BCE on hidden frames + the clip-level AT term (``ssl.pmam_loss``)."""
     p, s, frames = config.pretrain, config.stages.pretrain, config.model.frames
-    shift = sed_augment.make_augment([], frame_shift_sigma=s.frame_shift_sigma, mixup_prob=0.0,
+    shift = sed_augment.make_augment([], frame_shift_sigma=s.frame_shift_sigma, mixup_prob=s.get("mixup_prob", 0.0),
                                      filter_augment=s.filter_augment,
-                                     units_per_db=sed_augment.filter_units_per_db(fe))
+                                     units_per_db=sed_augment.filter_units_per_db(fe),
+                                     **sed_augment.mixup_options(s))
     means = jnp.asarray(prototypes, jnp.float32)
 
     def loss_fn(model, batch, rng, teacher, step):
@@ -76,7 +77,8 @@ def pretrain_loss_fn(config, fe, prototypes: np.ndarray):
         gamma = batch["gamma"].astype(jnp.float32)
         clip_dummy = jnp.zeros((mel.shape[0], 1), jnp.float32)
         mel, gamma, _ = shift(k_aug, mel, gamma, clip_dummy)
-        mask = block_mask(k_mask, mel.shape[0], frames, p.mask_block, p.mask_rate)
+        mask = block_mask(k_mask, mel.shape[0], frames, p.mask_block, p.mask_rate,
+                          reference_count=bool(p.get("mask_reference_count", False)))
         plan = replacement_plan(k_plan, mask, p.p_mask_token, p.p_random)
         out = model.mam_forward(mel, mask, plan, prototypes=means, train=True, rngs=k_model)
         loss, aux = pmam_loss(out, gamma, mask, p.aux_weight)
@@ -102,7 +104,8 @@ def finetune_loss_fn(config, fe, name: str, segments=None):
     segments = segments or sed_augment.batch_segments((b.strong, b.weak, b.unlabeled))
     augment_batch = sed_augment.make_augment(segments, frame_shift_sigma=f.frame_shift_sigma,
                                              mixup_prob=f.mixup_prob, filter_augment=f.filter_augment,
-                                             units_per_db=sed_augment.filter_units_per_db(fe))
+                                             units_per_db=sed_augment.filter_units_per_db(fe),
+                                             **sed_augment.mixup_options(f, (b.strong, b.weak, b.unlabeled)))
     if f.rampup not in RAMPS:
         raise ConfigError(f"stages.{name}.rampup={f.rampup!r}; expected one of {', '.join(RAMPS)}")
     ramp, rampup, w_max = RAMPS[f.rampup], f.rampup_steps, f.consistency_max
@@ -116,7 +119,8 @@ def finetune_loss_fn(config, fe, name: str, segments=None):
         teacher_out = teacher.sed_forward(mel, train=True, rngs=k_teacher, sliding=teacher_sliding)
         targets = {"strong": strong, "weak": weak, "has_strong": batch["has_strong"], "has_weak": batch["has_weak"]}
         return mean_teacher_at_loss(student, teacher_out, targets, w_max * ramp(step, rampup),
-                                    weak_weight=f.weak_weight, at_weight=f.at_weight)
+                                    weak_weight=f.weak_weight, at_weight=f.at_weight,
+                                    weak_subset_only=bool(f.get("weak_subset_only", False)))
 
     return loss_fn
 
@@ -263,16 +267,18 @@ def predict(config):
     return forward
 
 
-def inference_model(config, workdir: str, *, export: bool = True):
+def inference_model(config, workdir: str, *, export: bool = True, system: System | None = None,
+                    name: str = "pmam"):
     """The teacher of the last fine-tuning stage as waveform -> {strong, weak}. The export form
     builds the DFT matrix in the graph (under the front end's scope) and traces the exact GELU
-    as x * Phi(x) with few ops (~20 builtin ops each instead of ~65)."""
+    as x * Phi(x) with few ops (~20 builtin ops each instead of ~65).
+    system / name: another System with this network's fine-tuning stages (MAT-SED); default PMAM."""
     from jaxaudio.export import frontend as export_frontend
     from jaxaudio.nn.activations import EXACT_GELU_SCOPE, few_op_gelu
     from jaxaudio.nn.pooling import POOLING_SCOPE
     from jaxaudio.train.trainer import restore_final
 
-    graphdef, state, _ = restore_final(SYSTEM, config, workdir)
+    graphdef, state, _ = restore_final(system or SYSTEM, config, workdir)
     fe, frames = frontend_config(config), config.model.frames
 
     def fn(variables, waveform):
@@ -289,16 +295,17 @@ def inference_model(config, workdir: str, *, export: bool = True):
     options = {"float_scopes": (EXACT_GELU_SCOPE,  # LiteRT aborts on the int8 erf polynomial
                                 POOLING_SCOPE),    # its 1e-7 clamp rounds to 0 in int8 (nn/pooling.py)
                "per_channel_dense": False}  # per-channel scales of the many small dense layers: 76 KB of 540
-    return task.inference_model(config, task.SEDData(config, frames), name="pmam", fn=fn,
+    return task.inference_model(config, task.SEDData(config, frames), name=name, fn=fn,
                                 variables={"params": state.teacher["params"],
                                            "model_state": state.teacher["model_state"]},
                                 source=task.describe(workdir, FINAL_STAGE, int(np.asarray(state.step))), **options)
 
 
-def predictor(config, workdir: str):
+def predictor(config, workdir: str, *, system: System | None = None):
+    """What ``--mode=predict`` runs; system: another System with this predict pass (MAT-SED)."""
     from jaxaudio.train.trainer import batch_predictor
 
-    predict_batch, source = batch_predictor(SYSTEM, config, workdir)
+    predict_batch, source = batch_predictor(system or SYSTEM, config, workdir)
     return task.predictor(config, task.SEDData(config, config.model.frames), predict_batch), source
 
 

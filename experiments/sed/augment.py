@@ -1,12 +1,25 @@
-"""The SED recipes' in-step augmentation: frame shift, mixup within each source, FilterAugment."""
+"""The SED recipes' in-step augmentation: frame shift, mixup within each source, FilterAugment.
+
+Every knob defaults to the behaviour the CRNN recipe and the PMAM tiny/smoke presets were
+measured with (one mixup coin per source, lambda ~ Beta(0.2, 0.2), every source mixed, the DCASE
+FilterAugment), so those runs are unchanged bit for bit; the PMAM paper preset sets the
+Transformer4SED values (``spec/sed_recipes.md`` rows 7 and 10).
+"""
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxaudio.audio import augment, features
+from jaxaudio.errors import ConfigError
+
+# The batch's sources in the order the SED systems stack them (``batch_segments``).
+SOURCES = ("strong", "weak", "unlabeled")
+MIXUP_COINS = ("segment", "batch")
+FILTER_KEYS = ("db_range", "n_bands", "min_bw", "mode")
 
 
 def filter_units_per_db(fe: features.FrontEndConfig) -> float:
@@ -17,26 +30,99 @@ def filter_units_per_db(fe: features.FrontEndConfig) -> float:
     return math.log(10.0) / 20.0 / (fe.norm_std or 1.0)
 
 
+def filter_augment_kwargs(setting: Any) -> dict | None:
+    """A stage's ``filter_augment`` value as keyword arguments of ``augment.filter_augment``.
+
+    ``False`` -> None (off); ``True`` -> {} (the DCASE defaults: +-6 dB, 3-5 bands, min bandwidth
+    6); a mapping with any of ``db_range`` ((low, high) dB), ``n_bands`` ((low, high), high
+    exclusive as the reference's ``torch.randint``), ``min_bw`` (mel bins) and ``mode`` ("step" or
+    "linear") -> those, the rest at the defaults. ``n_bands=(1, 2)`` draws one band, which leaves
+    the input unchanged (as the reference), i.e. turns a mapping setting off.
+    """
+    if setting is None or setting is False:
+        return None
+    if setting is True:
+        return {}
+    if not hasattr(setting, "items"):
+        raise ConfigError(f"filter_augment={setting!r}: expected True, False or a mapping of {', '.join(FILTER_KEYS)}")
+    values = dict(setting.items())
+    unknown = sorted(set(values) - set(FILTER_KEYS))
+    if unknown:
+        raise ConfigError(f"filter_augment: unknown key(s) {', '.join(unknown)}; known: {', '.join(FILTER_KEYS)}")
+    out: dict[str, Any] = {}
+    if "db_range" in values:
+        out["db_range"] = tuple(float(v) for v in values["db_range"])
+    if "n_bands" in values:
+        out["n_bands"] = tuple(int(v) for v in values["n_bands"])
+    if "min_bw" in values:
+        out["min_bw"] = int(values["min_bw"])
+    if "mode" in values:
+        out["mode"] = str(values["mode"])
+    return out
+
+
+def mixup_options(stage_cfg: Mapping[str, Any], counts: Sequence[int] | None = None) -> dict:
+    """``make_augment``'s mixup keywords from a stage config; a key the stage lacks keeps today's value.
+
+    Stage keys: ``mixup_alpha`` / ``mixup_beta`` (lambda ~ Beta(alpha, beta); 0.2, 0.2),
+    ``mixup_coin`` ("segment": each source its own coin, as before; "batch": one coin for the
+    batch, as the reference) and ``mixup_sources`` (names from ``SOURCES`` that are mixed; all by
+    default). ``counts``: the batch's (strong, weak, unlabeled) rows, to find each named source's
+    segment (sources with no rows have none); without it every segment is mixed.
+    """
+    coin = str(stage_cfg.get("mixup_coin", "segment"))
+    if coin not in MIXUP_COINS:
+        raise ConfigError(f"mixup_coin={coin!r}; expected one of {', '.join(MIXUP_COINS)}")
+    options = {"mixup_alpha": float(stage_cfg.get("mixup_alpha", 0.2)),
+               "mixup_beta": float(stage_cfg.get("mixup_beta", 0.2)),
+               "mixup_per_batch": coin == "batch", "mixup_segments": None}
+    sources = stage_cfg.get("mixup_sources")
+    if sources is None or counts is None:
+        return options
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise ConfigError(f"mixup_sources has {', '.join(unknown)}; expected names from {', '.join(SOURCES)}")
+    present = [name for name, count in zip(SOURCES, counts) if count > 0]
+    options["mixup_segments"] = tuple(i for i, name in enumerate(present) if name in sources)
+    return options
+
+
 def make_augment(segments: list[tuple[int, int]], *, frame_shift_sigma: float, mixup_prob: float,
-                 filter_augment: bool, units_per_db: float = 1.0):
+                 filter_augment: Any, units_per_db: float = 1.0, mixup_alpha: float = 0.2, mixup_beta: float = 0.2,
+                 mixup_per_batch: bool = False, mixup_segments: Sequence[int] | None = None):
     """``augment(key, feats, strong, weak) -> (feats, strong, weak)``.
 
     segments: the row ranges of each source in the batch; mixup stays inside a segment so
-    labelled and unlabelled rows never blend.
+    labelled and unlabelled rows never blend. No segments: the whole batch is one (PMAM's
+    pre-training mixes its whole batch, pseudo labels passed as ``strong``).
+    mixup: each mixed segment draws its own lambda ~ Beta(mixup_alpha, mixup_beta) and partner
+    permutation; ``mixup_per_batch`` tosses one coin (probability ``mixup_prob``) for the batch
+    instead of one per segment (ref ``recipes/desed/finetune/train.py:78-80``);
+    ``mixup_segments``: the indices of the segments mixed (None: all).
+    filter_augment: False, True (DCASE defaults) or a mapping (see ``filter_augment_kwargs``).
     """
+    filter_kwargs = filter_augment_kwargs(filter_augment)
+    mixed = None if mixup_segments is None else frozenset(int(i) for i in mixup_segments)
 
     def augment_batch(key, feats, strong, weak):
         k_shift, k_mix, k_filter = jax.random.split(key, 3)
         if frame_shift_sigma > 0:
             feats, strong = augment.frame_shift(k_shift, feats, strong, frame_shift_sigma)
         if mixup_prob > 0:
+            rows = list(segments) or [(0, feats.shape[0])]
+            prob = mixup_prob
+            if mixup_per_batch:  # one coin for every mixed segment: prob 1 or 0 below
+                prob = jnp.where(jax.random.uniform(jax.random.fold_in(k_mix, len(rows))) < mixup_prob, 1.0, 0.0)
             parts = []
-            for i, (start, stop) in enumerate(segments):
-                parts.append(augment.mixup(jax.random.fold_in(k_mix, i), feats[start:stop], strong[start:stop],
-                                           weak[start:stop], prob=mixup_prob))
+            for i, (start, stop) in enumerate(rows):
+                part = (feats[start:stop], strong[start:stop], weak[start:stop])
+                if mixed is None or i in mixed:
+                    part = augment.mixup(jax.random.fold_in(k_mix, i), *part, alpha=mixup_alpha, beta=mixup_beta,
+                                         prob=prob)
+                parts.append(part)
             feats, strong, weak = (jnp.concatenate(p, axis=0) for p in zip(*parts))
-        if filter_augment:
-            feats = augment.filter_augment(k_filter, feats, units_per_db=units_per_db)
+        if filter_kwargs is not None:
+            feats = augment.filter_augment(k_filter, feats, units_per_db=units_per_db, **filter_kwargs)
         return feats, strong, weak
 
     return augment_batch

@@ -32,3 +32,34 @@ def sed_eval(median_window: int) -> ml_collections.ConfigDict:
     e.median_window = median_window     # frames: one length for all classes, or one per class
     e.max_clips = 0                     # export verification: 0 = every clip of the split
     return e
+
+
+def reference_sed_eval() -> ml_collections.ConfigDict:
+    """Transformer4SED's post-processing (PMAM and MAT-SED paper presets; sed_recipes.md rows 2, 3,
+    19): class-wise median windows [5,20,5,5,5,20,20,20,5,20] x pred_len / 156 output frames at
+    1000 frames (ref recipes/desed/finetune/train.py:221-226), strong scores times the pooled
+    clip probability (the weak soft mask, ref src/codec/decoder.py:71-80, weak_mask: True) and
+    sigmoid(logits / 0.5) at inference (ref finetune1.yaml:104, val_kwargs temp_w)."""
+    e = sed_eval(median_window=(32, 128, 32, 32, 32, 128, 128, 128, 32, 128))
+    e.weak_mask = True
+    e.temperature = 0.5
+    return e
+
+
+def tiny_vit_front_end(c) -> None:
+    """The PaSST-style systems' tiny front end and encoder: 16 kHz, 64 mels at 25 frames/s (hop
+    640) -> 250 output frames (40 ms), a plain ViT trained from scratch (so no PaSST weights are
+    needed), global-local fusion off (at 25 frames/s the paper's windows are 12-17 encoder
+    passes per clip, which would double a 2-core run)."""
+    c.data.sample_rate = 16000
+    c.frontend.sample_rate = 16000
+    c.frontend.n_mels = 64
+    c.frontend.n_fft = 1024
+    c.frontend.win_length = 1024
+    c.frontend.hop_length = 640
+    c.frontend.fmax = 8000.0
+    c.model.n_mels = 64
+    c.model.frames = 250
+    c.model.vit = "plain"
+    c.model.allow_random_init = True
+    c.model.global_local.window = 0

@@ -51,6 +51,7 @@ from jaxaudio.nn.vit import TINY as VIT_TINY
 from jaxaudio.nn.activations import exact_gelu
 
 GMM_FEATURE_LAYERS = "'after_interpolate' or 'transformer_<i>'"
+FREQ_POOLS = ("attention", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,10 @@ class PMAMConfig:
       probability's temperature and LeakyReLU slope. n_classes: SED events. pred_len: output
       frames (100 fps over 10 s). upsample: PaSST time-patch -> frame factor (stride 10).
     fusion_weight_init: start value of the learnable CNN fusion weight w.
+    freq_pool: how the frequency patches of a time step become one frame: "attention" (PMAM,
+      ``freq_pool_heads`` heads) or "mean" (MAT-SED; no pool module). passt_proj: the Linear from
+      the PaSST width to ``decoder_dim`` (PMAM); False feeds the PaSST frames to the context network
+      as they are (MAT-SED; needs ``decoder_dim == vit.dim``). Both defaults are PMAM's.
     """
 
     vit: ViTConfig = PASST_S_LORA
@@ -85,13 +90,21 @@ class PMAMConfig:
     upsample: int = 10
     fusion_weight_init: float = 0.5
     norm_eps: float = 1e-5  # torch nn.LayerNorm default (the reference's ``out_norm``)
+    freq_pool: str = "attention"
+    passt_proj: bool = True
 
     def __post_init__(self):
         dim = self.vit.dim
         if not 1 <= self.feature_layer <= self.vit.depth:
             raise ConfigError(f"pmam.feature_layer={self.feature_layer}; expected 1..vit.depth={self.vit.depth}")
-        for key, heads, width in (("freq_pool_heads", self.freq_pool_heads, dim), ("at_heads", self.at_heads, dim),
-                                  ("context_heads", self.context_heads, self.decoder_dim)):
+        if self.freq_pool not in FREQ_POOLS:
+            raise ConfigError(f"pmam.freq_pool={self.freq_pool!r}; expected one of {', '.join(FREQ_POOLS)}")
+        if not self.passt_proj and self.decoder_dim != dim:
+            raise ConfigError(f"pmam.passt_proj=False feeds the PaSST frames to the context network, so "
+                              f"decoder_dim={self.decoder_dim} must equal vit.dim={dim}")
+        pool_heads = (("freq_pool_heads", self.freq_pool_heads, dim),) if self.freq_pool == "attention" else ()
+        for key, heads, width in pool_heads + (("at_heads", self.at_heads, dim),
+                                               ("context_heads", self.context_heads, self.decoder_dim)):
             if heads < 1 or width % heads:
                 raise ConfigError(f"pmam.{key}={heads} must divide the width {width}")
         if self.pred_len % self.upsample:
@@ -166,8 +179,10 @@ class PMAM(nnx.Module):
         dim, dec = cfg.vit.dim, cfg.decoder_dim
         self.encoder = ViT(cfg.vit, rngs=rngs)
         self.out_norm = nnx.LayerNorm(dim, epsilon=cfg.norm_eps, rngs=rngs)
-        self.freq_pool = AttentionPool(dim, cfg.freq_pool_heads, rngs=rngs)
-        self.passt_proj = _dense(dim, dec, rngs)
+        if cfg.freq_pool == "attention":
+            self.freq_pool = AttentionPool(dim, cfg.freq_pool_heads, rngs=rngs)
+        if cfg.passt_proj:
+            self.passt_proj = _dense(dim, dec, rngs)
         if cfg.cnn is not None:
             self.cnn = CNN(cfg.cnn, rngs=rngs)
             self.cnn_proj = _dense(cfg.cnn.channels[-1], dec, rngs)
@@ -188,8 +203,9 @@ class PMAM(nnx.Module):
         vit_out = self.encoder(mel, train=train, rngs=rngs, return_layer=self.cfg.feature_layer)
         n_freq, n_time = self.encoder.grid_shape(mel.shape[1], train=train)
         patches = self.out_norm(vit_out["patch_tokens"])
-        frames = frequency_pool(patches, n_freq, n_time, mode="attention",
-                                pool_module=functools.partial(self.freq_pool, train=train, rngs=rngs))
+        pool = (functools.partial(self.freq_pool, train=train, rngs=rngs) if self.cfg.freq_pool == "attention"
+                else None)
+        frames = frequency_pool(patches, n_freq, n_time, mode=self.cfg.freq_pool, pool_module=pool)
         if pad_to is not None and n_time > pad_to:
             raise ConfigError(
                 f"PaSST gives {n_time} time patches but pmam.pred_len/upsample = {pad_to}; "
@@ -222,7 +238,7 @@ class PMAM(nnx.Module):
 
             passt_frames = global_local(branch, mel, window=sliding.window, step=sliding.step,
                                         local_weight=sliding.local_weight, global_encoding=passt_frames)
-        fused = self.passt_proj(passt_frames)
+        fused = self.passt_proj(passt_frames) if cfg.passt_proj else passt_frames
         if cfg.cnn is not None:
             cnn_frames = _resize_to(self.cnn(mel, train=train, rngs=rngs), cfg.pred_len)
             fused = fused + self.fusion_weight[...] * self.cnn_proj(cnn_frames)

@@ -94,7 +94,8 @@ def mean_teacher_loss(student_out: Mapping[str, jax.Array], teacher_out: Mapping
 
 def mean_teacher_at_loss(student_out: Mapping[str, jax.Array], teacher_out: Mapping[str, jax.Array],
                          batch: Mapping[str, Any], w_cons, *, weak_weight: float = 0.5,
-                         at_weight: float = 2.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+                         at_weight: float = 2.0, weak_subset_only: bool = False
+                         ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """MAT-SED / PMAM fine-tuning objective, with an audio-tagging (AT) branch beside the pooled clip.
 
     loss = BCE(strong) + weak_weight * BCE(pooled clip; weak) + at_weight * BCE(AT; weak)
@@ -102,10 +103,15 @@ def mean_teacher_at_loss(student_out: Mapping[str, jax.Array], teacher_out: Mapp
                        + at_weight * MSE(student AT, teacher AT))
     (Transformer4SED ``recipes/desed/finetune/train.py``: the teacher's AT output is the clip
     target of both student clip outputs). Outputs carry 'strong', 'weak' and 'weak_at'.
+
+    weak_subset_only: the two clip BCEs average over weakly labelled clips alone, not over the
+    strongly labelled ones too (whose clip labels follow from their events), as the reference
+    does (``recipes/desed/finetune/train.py:157,163``).
     """
     sup_strong = strong_bce(student_out["strong"], batch["strong"], batch["has_strong"])
-    sup_weak = weak_bce(student_out["weak"], batch["weak"], batch["has_weak"])
-    sup_at = weak_bce(student_out["weak_at"], batch["weak"], batch["has_weak"])
+    weak_rows = batch["has_weak"] & ~batch["has_strong"] if weak_subset_only else batch["has_weak"]
+    sup_weak = weak_bce(student_out["weak"], batch["weak"], weak_rows)
+    sup_at = weak_bce(student_out["weak_at"], batch["weak"], weak_rows)
     cons_strong = consistency_mse(student_out["strong"], teacher_out["strong"])
     cons_weak = consistency_mse(student_out["weak"], teacher_out["weak_at"])
     cons_at = consistency_mse(student_out["weak_at"], teacher_out["weak_at"])

@@ -175,3 +175,152 @@ def test_bad_arguments_name_the_parameter():
         A.filter_augment(KEY, jnp.zeros((1, 5, 5)), mode="cubic")
     with pytest.raises(ConfigError, match="fill"):
         A.freq_mask(KEY, jnp.zeros((1, 5, 5)), 2, fill="noise")
+
+
+# ----------------------------------------------------------------------------- the SED recipes' batch augment
+# experiments/sed/augment.make_augment: its defaults must reproduce, bit for bit, what the CRNN and the PMAM
+# tiny/smoke presets ran before the mixup and FilterAugment knobs existed (the function as it was, below).
+
+def _make_augment_before_knobs(segments, *, frame_shift_sigma, mixup_prob, filter_augment, units_per_db=1.0):
+    def augment_batch(key, feats, strong, weak):
+        k_shift, k_mix, k_filter = jax.random.split(key, 3)
+        if frame_shift_sigma > 0:
+            feats, strong = A.frame_shift(k_shift, feats, strong, frame_shift_sigma)
+        if mixup_prob > 0:
+            parts = []
+            for i, (start, stop) in enumerate(segments):
+                parts.append(A.mixup(jax.random.fold_in(k_mix, i), feats[start:stop], strong[start:stop],
+                                     weak[start:stop], prob=mixup_prob))
+            feats, strong, weak = (jnp.concatenate(p, axis=0) for p in zip(*parts))
+        if filter_augment:
+            feats = A.filter_augment(k_filter, feats, units_per_db=units_per_db)
+        return feats, strong, weak
+
+    return augment_batch
+
+
+def _sed_batch(rows=12, frames=40, mels=32, classes=5, seed=3):
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    feats = jax.random.normal(k1, (rows, frames, mels))
+    strong = (jax.random.uniform(k2, (rows, frames // 4, classes)) > 0.7).astype(jnp.float32)
+    weak = (jax.random.uniform(k3, (rows, classes)) > 0.5).astype(jnp.float32)
+    return feats, strong, weak
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"frame_shift_sigma": 4.0, "mixup_prob": 0.5, "filter_augment": True, "units_per_db": float(np.log(10) / 100)},
+    {"frame_shift_sigma": 0.0, "mixup_prob": 1.0, "filter_augment": False},
+])
+def test_sed_make_augment_defaults_are_bit_identical_to_before(kwargs):
+    from experiments.sed import augment as sed_augment
+
+    segments = sed_augment.batch_segments((6, 3, 3))
+    batch = _sed_batch()
+    now = jax.jit(sed_augment.make_augment(segments, **kwargs))
+    before = jax.jit(_make_augment_before_knobs(segments, **kwargs))
+    for seed in range(6):
+        key = jax.random.key(seed)
+        for a, b in zip(now(key, *batch), before(key, *batch)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_sed_make_augment_filter_mapping_reaches_filter_augment():
+    from experiments.sed import augment as sed_augment
+
+    feats, strong, weak = _sed_batch()
+    setting = {"db_range": (-26.0, 26.0), "n_bands": (2, 5), "min_bw": 4, "mode": "step"}
+    fn = sed_augment.make_augment([], frame_shift_sigma=0.0, mixup_prob=0.0, filter_augment=setting, units_per_db=0.5)
+    key = jax.random.key(4)
+    out = fn(key, feats, strong, weak)[0]
+    k_filter = jax.random.split(key, 3)[2]
+    expected = A.filter_augment(k_filter, feats, db_range=(-26.0, 26.0), n_bands=(2, 5), min_bw=4, units_per_db=0.5)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+    gains = np.asarray(out - feats)[:, 0, :] / 0.5   # dB, constant over time
+    assert np.abs(gains).max() <= 26.0 + 1e-4 and np.abs(gains).max() > 6.0   # beyond the DCASE +-6 dB
+
+
+def test_sed_filter_augment_kwargs_read_the_stage_value():
+    from experiments.sed.augment import filter_augment_kwargs
+
+    assert filter_augment_kwargs(False) is None and filter_augment_kwargs(True) == {}
+    assert filter_augment_kwargs({"db_range": [-26, 26], "n_bands": [2, 5]}) == {"db_range": (-26.0, 26.0),
+                                                                               "n_bands": (2, 5)}
+    with pytest.raises(ConfigError, match="min_bandwidth"):
+        filter_augment_kwargs({"min_bandwidth": 4})
+    with pytest.raises(ConfigError, match="filter_augment"):
+        filter_augment_kwargs(3)
+
+
+def test_sed_mixup_only_the_named_segments_and_one_coin_per_batch():
+    from experiments.sed import augment as sed_augment
+
+    counts = (8, 8, 4)   # 8-row segments: an identity partner permutation is practically impossible
+    segments = sed_augment.batch_segments(counts)
+    options = sed_augment.mixup_options({"mixup_alpha": 2.0, "mixup_beta": 2.0, "mixup_coin": "batch",
+                                         "mixup_sources": ("strong", "weak")}, counts)
+    assert options == {"mixup_alpha": 2.0, "mixup_beta": 2.0, "mixup_per_batch": True, "mixup_segments": (0, 1)}
+    fn = jax.jit(sed_augment.make_augment(segments, frame_shift_sigma=0.0, mixup_prob=0.5, filter_augment=False,
+                                          **options))
+    feats, strong, weak = _sed_batch(rows=20)
+    outcomes = set()
+    for seed in range(30):
+        out = fn(jax.random.key(seed), feats, strong, weak)
+        changed = [not np.array_equal(np.asarray(out[0][a:b]), np.asarray(feats[a:b])) for a, b in segments]
+        assert changed[0] == changed[1]             # one coin for the strong and the weak rows
+        outcomes.add(changed[0])
+        for o, x in zip(out, (feats, strong, weak)):   # unlabeled rows are never mixed
+            np.testing.assert_array_equal(np.asarray(o[16:]), np.asarray(x[16:]))
+    assert outcomes == {True, False}
+
+
+def test_sed_mixup_lambda_follows_the_configured_beta():
+    """Two one-hot weak rows: where the partner of row 0 is row 1, its label is (lam, 1 - lam);
+    Beta(10, 0.5) has mean 10 / 10.5 ~ 0.952 (Beta(0.2, 0.2): 0.5)."""
+    from experiments.sed import augment as sed_augment
+
+    feats, strong, _ = _sed_batch(rows=2)
+    for alpha, beta in ((10.0, 0.5), (0.2, 0.2)):
+        fn = jax.jit(sed_augment.make_augment([(0, 2)], frame_shift_sigma=0.0, mixup_prob=1.0, filter_augment=False,
+                                              mixup_alpha=alpha, mixup_beta=beta))
+        rows = np.array([np.asarray(fn(jax.random.key(s), feats, strong, jnp.eye(2))[2])[0] for s in range(400)])
+        lam = rows[rows[:, 1] > 0, 0]
+        var = alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1))
+        assert len(lam) > 100 and abs(lam.mean() - alpha / (alpha + beta)) < 4 * np.sqrt(var / len(lam))
+
+
+def test_sed_mixup_without_segments_mixes_the_whole_batch_labels_along():
+    """PMAM pre-training: no segments, the pseudo labels ride as ``strong`` and are mixed with the features."""
+    from experiments.sed import augment as sed_augment
+
+    fn = jax.jit(sed_augment.make_augment([], frame_shift_sigma=0.0, mixup_prob=1.0, filter_augment=False))
+    feats, _, weak = _sed_batch(rows=8)
+    gamma = jnp.broadcast_to(jnp.arange(8.0)[:, None, None], (8, 10, 3))   # row index as the label
+    out_feats, out_gamma, _ = fn(jax.random.key(2), feats, gamma, weak)
+    lam_row = np.asarray(out_gamma)[:, 0, 0]
+    assert not np.allclose(lam_row, np.arange(8.0))
+    # the features mixed with the same lambda and partner as the labels
+    f = np.asarray(feats)
+    for i in range(8):
+        for j in range(8):
+            lam = 1.0 if i == j else (lam_row[i] - j) / (i - j)
+            if i == j and np.isclose(lam_row[i], i):
+                np.testing.assert_allclose(np.asarray(out_feats)[i], f[i], rtol=1e-5, atol=1e-5)
+                break
+            if i != j and 0 <= lam <= 1 and np.allclose(np.asarray(out_feats)[i], lam * f[i] + (1 - lam) * f[j],
+                                                       rtol=1e-4, atol=1e-4):
+                break
+        else:
+            raise AssertionError(f"row {i}: no partner explains the mixed features")
+
+
+def test_sed_mixup_options_defaults_and_errors():
+    from experiments.sed import augment as sed_augment
+
+    assert sed_augment.mixup_options({}) == {"mixup_alpha": 0.2, "mixup_beta": 0.2, "mixup_per_batch": False,
+                                             "mixup_segments": None}
+    # sources with no rows have no segment: weak and unlabeled are segments 0 and 1 without strong rows
+    assert sed_augment.mixup_options({"mixup_sources": ("weak",)}, (0, 4, 4))["mixup_segments"] == (0,)
+    with pytest.raises(ConfigError, match="mixup_coin"):
+        sed_augment.mixup_options({"mixup_coin": "clip"})
+    with pytest.raises(ConfigError, match="labelled"):
+        sed_augment.mixup_options({"mixup_sources": ("labelled",)}, (1, 1, 1))

@@ -1,0 +1,1 @@
+"""MAT-SED: masked audio transformer with masked-reconstruction pre-training for SED."""
