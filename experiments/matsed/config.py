@@ -17,6 +17,7 @@ counts are the reference's epochs times ``EPOCH_STEPS``.
 """
 import ml_collections
 
+from experiments.pmam.config import PAPER_FILTER_AUGMENT, _groups, _retype
 from experiments.sed import data_config as sed_data_config
 from experiments.sed.data_config import desed_data, sed_eval
 
@@ -30,20 +31,8 @@ PRESETS = ("smoke", "tiny", "paper")
 DESED_WEAK_CLIPS = 1578
 EPOCH_STEPS = DESED_WEAK_CLIPS // 4   # = 394
 
-# FilterAugment of every stage: step filters, +-26 dB, 2-4 bands (high exclusive, as torch.randint),
-# bands at least 4 mel bins wide (ref pre:19-26, ft1:40-47, ft2:44-51); origin: [-4.5, 6] dB.
-PAPER_FILTER_AUGMENT = {"db_range": (-26.0, 26.0), "n_bands": (2, 5), "min_bw": 4, "mode": "step"}
-
-
-def _groups(*entries):
-    """Optimizer groups as config entries: (name, regex on the parameter path, lr, weight decay)."""
-    return tuple(entries)
-
-
-def _retype(section, key, value):
-    """``section[key] = value`` for a value of another type (ConfigDict refuses a type change)."""
-    del section[key]
-    section[key] = value
+# FilterAugment of every stage (ref pre:19-26, ft1:40-47, ft2:44-51), as PMAM's (origin: [-4.5, 6] dB);
+# _groups and _retype are PMAM's config helpers.
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:

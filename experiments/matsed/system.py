@@ -17,7 +17,6 @@ own: the network (``jaxaudio/models/matsed.py``) and the pre-training stage here
 """
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +24,10 @@ from flax import nnx
 
 from experiments.matsed import config as matsed_config
 from experiments.pmam import system as pmam
-from experiments.pmam.model import VIT_BASES, frontend_config, mel_frames, with_passt_weights
+from experiments.pmam.model import frontend_config, mel_frames, vit_config, with_passt_weights
 from experiments.sed import augment as sed_augment
 from experiments.sed import data as sed_data
 from experiments.sed import task
-from jaxaudio.errors import ConfigError
 from jaxaudio.models.matsed import MATSED, matsed_config as network_config, reconstruction_loss
 from jaxaudio.models.pmam import PMAMConfig
 from jaxaudio.nn.masking import block_mask, replacement_plan
@@ -51,12 +49,9 @@ FROZEN_IN_PRETRAINING = [
 # ----------------------------------------------------------------------------- the network
 def model_config(config) -> PMAMConfig:
     m = config.model
-    if m.vit not in VIT_BASES:
-        raise ConfigError(f"model.vit: unknown encoder {m.vit!r}; known: {', '.join(VIT_BASES)}")
-    vit = dataclasses.replace(VIT_BASES[m.vit], n_mels=m.n_mels, max_frames=m.frames - 2, dim=m.vit_dim,
-                              depth=m.vit_depth, num_heads=m.vit_heads, mlp_ratio=m.vit_mlp_ratio, out_layer=None)
-    return network_config(vit, feature_layer=m.feature_layer, at_heads=m.at_heads, context_layers=m.context_layers,
-                          context_heads=m.context_heads, n_classes=len(sed_data.classes(config.data)),
+    return network_config(vit_config(config), feature_layer=m.feature_layer, at_heads=m.at_heads,
+                          context_layers=m.context_layers, context_heads=m.context_heads,
+                          n_classes=len(sed_data.classes(config.data)),
                           pred_len=m.frames)
 
 

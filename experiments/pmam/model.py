@@ -38,12 +38,18 @@ def frontend_config(config) -> features.FrontEndConfig:
     return cfg
 
 
-def model_config(config) -> PMAMConfig:
+def vit_config(config) -> vit_lib.ViTConfig:
+    """The PaSST-style encoder of ``config.model`` (PMAM and MAT-SED alike)."""
     m = config.model
     if m.vit not in VIT_BASES:
         raise ConfigError(f"model.vit: unknown encoder {m.vit!r}; known: {', '.join(VIT_BASES)}")
-    vit = dataclasses.replace(VIT_BASES[m.vit], n_mels=m.n_mels, max_frames=m.frames - 2, dim=m.vit_dim,
-                              depth=m.vit_depth, num_heads=m.vit_heads, mlp_ratio=m.vit_mlp_ratio, out_layer=None)
+    return dataclasses.replace(VIT_BASES[m.vit], n_mels=m.n_mels, max_frames=m.frames - 2, dim=m.vit_dim,
+                               depth=m.vit_depth, num_heads=m.vit_heads, mlp_ratio=m.vit_mlp_ratio, out_layer=None)
+
+
+def model_config(config) -> PMAMConfig:
+    m = config.model
+    vit = vit_config(config)
     cnn = CNNConfig(channels=tuple(m.cnn_channels), pooling=tuple(tuple(p) for p in m.cnn_pooling),
                     dropout=m.cnn_dropout, activation="cg")
     return PMAMConfig(vit=vit, feature_layer=m.feature_layer, cnn=cnn, freq_pool_heads=m.freq_pool_heads,
