@@ -66,15 +66,14 @@ def loss_fn(config, segments=None):
     s, b = config.stages[STAGE], config.batch
     fe = frontend_config(config)
     segments = segments or sed_augment.batch_segments((b.strong, b.weak, b.unlabeled))
-    augment_batch = sed_augment.make_augment(segments, frame_shift_sigma=s.frame_shift_sigma,
-                                             mixup_prob=s.mixup_prob, filter_augment=s.filter_augment)
+    augment = sed_augment.stage_augment(s, fe, segments, (b.strong, b.weak, b.unlabeled))
 
     def loss(model, batch, rng, teacher, step):
         k_aug, k_student, k_teacher = jax.random.split(rng, 3)
         feats = features.log_mel(batch["audio"], fe)
-        feats, strong, weak = augment_batch(k_aug, feats, batch["strong"], batch["weak"])
+        feats, teacher_feats, strong, weak = augment.pair(k_aug, feats, batch["strong"], batch["weak"])
         student_out = model(feats, train=True, rngs=k_student)
-        teacher_out = teacher(feats, train=True, rngs=k_teacher)
+        teacher_out = teacher(teacher_feats, train=True, rngs=k_teacher)
         targets = {"strong": strong, "weak": weak, "has_strong": batch["has_strong"], "has_weak": batch["has_weak"]}
         w_cons = s.consistency_max * sigmoid_rampup(step, s.consistency_rampup_steps)
         return mean_teacher_loss(student_out, teacher_out, targets, w_cons)
@@ -148,7 +147,7 @@ SYSTEM = System(
     predict=predict,
     final_stage=lambda config: STAGE,
     eval_keys=task.EVAL_KEYS,
-    finalize_config=sed_data.resolve_classes,
+    finalize_config=sed_data.resolve_data,
     inference_model=inference_model,
     predictor=predictor,
     scaling_cases=scaling_cases,

@@ -64,15 +64,13 @@ def build_model(config) -> MATSED:
 def pretrain_loss_fn(config, fe):
     """Block-masked reconstruction: MSE over the hidden frames against the pre-mask features."""
     p, s, frames = config.pretrain, config.stages.pretrain, config.model.frames
-    augment = sed_augment.make_augment([], frame_shift_sigma=s.frame_shift_sigma, mixup_prob=0.0,
-                                       filter_augment=s.filter_augment,
-                                       units_per_db=sed_augment.filter_units_per_db(fe))
+    augment = sed_augment.stage_augment(s, fe)   # no mixup key: no mixup (ref recipes/mlm/train.py)
     reference_count = bool(p.get("mask_reference_count", False))
     stop_target = bool(p.get("stop_target_gradient", False))
 
     def loss_fn(model, batch, rng, teacher, step):
         k_aug, k_mask, k_plan, k_model = jax.random.split(rng, 4)
-        mel = mel_frames(batch["audio"], fe, frames)
+        mel = mel_frames(batch["audio"], fe, frames, key=jax.random.fold_in(k_aug, 3))
         rows = mel.shape[0]
         mel, _, _ = augment(k_aug, mel, jnp.zeros((rows, frames, 1), jnp.float32), jnp.zeros((rows, 1), jnp.float32))
         mask = block_mask(k_mask, rows, frames, p.mask_block, p.mask_rate, reference_count=reference_count)
@@ -93,10 +91,8 @@ def pretrain_loss_fn(config, fe):
 
 def pretrain_stage(config, data: task.SEDData) -> Stage:
     """Masked reconstruction on audio of every training subset, labels unused."""
-    b, d = config.batch, config.data
-    counts = {d.train_strong: b.pretrain_strong, d.train_weak: b.pretrain_weak, d.train_unlabeled: b.pretrain_unlabeled}
     return Stage(PRETRAIN, loss=pretrain_loss_fn(config, frontend_config(config)),
-                 batches=lambda: data.mixed_batches(counts, config.seed + 100), batch_keys=("audio",),
+                 batches=lambda: data.mixed_batches(data.pretrain_counts(), config.seed + 100), batch_keys=("audio",),
                  **stage_fields(config.stages.pretrain, "stages.pretrain", extra_groups=FROZEN_IN_PRETRAINING,
                                 loop_defaults=pmam._loop_defaults(config)))
 

@@ -17,7 +17,7 @@ setting; step counts are the reference's epochs times ``EPOCH_STEPS``.
 import ml_collections
 
 from experiments.sed import data_config as sed_data_config
-from experiments.sed.data_config import desed_data, sed_eval
+from experiments.sed.data_config import desed_data
 
 PRESETS = ("smoke", "tiny", "paper")
 
@@ -43,14 +43,6 @@ def _groups(*entries):
     return tuple(entries)
 
 
-def _retype(section, key, value):
-    """``section[key] = value`` for a value of another type (ConfigDict is type-safe and refuses
-    that): the key is dropped and set again, so it moves to the end of the section (``to_json``
-    order); used on keys that are already last."""
-    del section[key]
-    section[key] = value
-
-
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -60,11 +52,19 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     # Any FrontEndConfig field may be overridden here; the rest come from the preset.
     c.frontend = ml_collections.ConfigDict()
     c.frontend.preset = "PASST_32K"   # 128 Kaldi mels, hop 10 ms, (x + 4.5) / 5
+    # Train-time mel-bank jitter: fmin + U{0..9} Hz, fmax 15 kHz + 1000 - U{0..1999} Hz, one draw per
+    # batch (ref src/models/cnn_transformer/passt_cnn.py -> passt_feature_extraction.py:66-71; row 18).
+    c.frontend.fmin_aug_range = 10
+    c.frontend.fmax_aug_range = 2000
 
     c.model = ml_collections.ConfigDict()
     c.model.n_mels = 128
     c.model.frames = 1000             # pred_len: 100 frames/s over 10 s
     c.model.vit = "PASST_S_LORA"      # PaSST-S, LoRA r=8 alpha=1
+    # Fine-tuning folds the adapters into PaSST's kernels and freezes them (the reference fine-tunes
+    # merged weights, ref src/models/lora/layers.py merge on eval, passt_lora.py:122; row 21); "train"
+    # keeps training the adapters.
+    c.model.finetune_lora = "merge"
     c.model.vit_dim = 768
     c.model.vit_depth = 12
     c.model.vit_heads = 12
@@ -91,13 +91,22 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
 
     c.pretrain = ml_collections.ConfigDict()
     c.pretrain.rounds = 2             # prototype fitting <-> MAM training iterations
+    # Each round's pre-training starts afresh (PaSST from its checkpoint, the rest new) on prototypes
+    # fitted to the previous round's features (ref post_pretrain.yaml:3, load_from_existed_path False;
+    # sed_recipes.md row 13); False continues from the previous round's weights.
+    c.pretrain.restart_rounds = True
     c.pretrain.feature_layer = "after_interpolate"  # or "transformer_<i>"
     c.pretrain.frame_stride = 10      # keep every n-th frame for the GMM fit
-    c.pretrain.max_gmm_frames = 200_000
+    # pycave's GaussianMixture as the reference calls it (ref recipes/desed/pmam/gmm.py; sed_recipes.md
+    # row 22): full covariance, means from k-means (k-means++ then Lloyd), covariance regularisation
+    # 1e-6, at most 100 EM epochs, on every stored frame (~1M+). The cap bounds host memory (1M x 768
+    # float32 = 3 GB).
+    c.pretrain.max_gmm_frames = 1_000_000
     c.pretrain.gmm_kind = "gmm"       # "gmm" (soft posteriors) or "kmeans" (one-hot)
+    c.pretrain.gmm_init = "kmeans"    # "kmeans" (Lloyd from k-means++ seeds) or "kmeans++" (the seeds only)
     c.pretrain.gmm_max_iter = 100
     c.pretrain.gmm_pca_dim = 0        # 0: no PCA
-    c.pretrain.gmm_reg_covar = 1e-4
+    c.pretrain.gmm_reg_covar = 1e-6
     c.pretrain.mask_rate = 0.8
     c.pretrain.mask_block = 10        # frames (0.1 s)
     c.pretrain.p_mask_token = 0.9
@@ -120,7 +129,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                   "decay_start_step": 10 * EPOCH_STEPS, "exponent": -1.5}
     p.groups = _groups(
         ("encoder_frozen", r"^encoder/blocks/[0-7]/", 0.0, 0.0),     # first 8 blocks frozen (post_pretrain.yaml:113)
-        ("encoder", r"^encoder/", 5e-6, 1.0),                        # post_pretrain.yaml:110-112
+        # In PaSST only the LoRA adapters of blocks 9-12 and the final norm train, at 5e-6 with weight decay 1
+        # (ref recipes/desed/pmam/main.py:107 mark_only_lora_as_trainable, post_pretrain.yaml:110-112;
+        # sed_recipes.md row 5); the base kernels, patch embedding, positions and tokens stay as loaded.
+        ("encoder_lora", r"^encoder/blocks/(8|9|10|11)/.*lora_(a|b)$", 5e-6, 1.0),
+        ("encoder_norm", r"^encoder/norm/", 5e-6, 1.0),
+        ("encoder_base", r"^encoder/", 0.0, 0.0),
         # The reference's head group is every parameter outside PaSST, the CNN and the decoder names,
         # so out_norm and mask_token too (ref recipes/desed/finetune/cnn_trans/setting.py:21,109-113;
         # sed_recipes.md row 16); post_pretrain.yaml:118-120.
@@ -133,6 +147,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     p.mixup_alpha = 0.2
     p.mixup_beta = 0.2
     p.filter_augment = dict(PAPER_FILTER_AUGMENT)   # post_pretrain.yaml:27-32 (row 7)
+    # Sinusoidal warp of the mel axis, bias ~ U(0, 0.03), before FilterAugment (choice[3], ref
+    # post_pretrain.yaml:27-28, src/preprocess/data_aug.py:127-131,207-220; row 8).
+    p.freq_distortion = 0.03
+    # Validate every epoch on the masked pseudo-label BCE of the validation clips and keep the lowest
+    # (ref recipes/desed/pmam/main.py:184-206; sed_recipes.md row 14): that round's weights give the
+    # next round's features and fine-tuning's start.
+    p.eval_every = EPOCH_STEPS
+    p.select = "best"
 
     # The fine-tuning head group: out_norm (the LayerNorm on PaSST's layer-10 tokens) is a head
     # parameter in the reference and trains in stage 1 (ref recipes/desed/finetune/cnn_trans/setting.py:21,
@@ -191,6 +213,10 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         f.eval_every = EPOCH_STEPS
         f.select = "best"
         f.filter_augment = dict(PAPER_FILTER_AUGMENT)   # finetune1.yaml:40-45, finetune2.yaml:43-48 (row 7)
+        f.freq_distortion = 0.03      # finetune1.yaml:40, finetune2.yaml:43 (choice[3]; row 8)
+        # Student and teacher each get their own draw of the label-free augmentation (frequency
+        # distortion, FilterAugment); shift and mixup are shared (n_transform: 2, finetune1.yaml:39; row 9).
+        f.two_views = True
 
     c.train = ml_collections.ConfigDict()   # loop defaults of every stage
     # Kept on purpose: the reference calls clip_grad_norm_ before backward() (ref pmam/train.py:127-128),
@@ -201,10 +227,16 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.train.keep = 2
 
     c.batch = ml_collections.ConfigDict()
+    # The strong rows of both phases include AudioSet-strong real clips (sed_recipes.md row 1): pre-training
+    # reads the real set only (ref post_pretrain.yaml:98-99 strong_audio_folder), fine-tuning 4 real + 2
+    # synthetic (finetune1.yaml:12, finetune2.yaml). On the built-in set "strong_real" is its stand-in.
+    c.data.train_strong_real = "strong_real"
     c.batch.pretrain_strong = 6       # [6 strong, 6 weak, 12 unlabeled], labels unused
+    c.batch.pretrain_strong_real = 6  # all 6 real
     c.batch.pretrain_weak = 6
     c.batch.pretrain_unlabeled = 12
     c.batch.strong = 6                # fine-tuning [4 strong + 2 synth, 6 weak, 6 unlabeled]
+    c.batch.strong_real = 4           # of which 4 real
     c.batch.weak = 6
     c.batch.unlabeled = 6
     c.batch.eval = 16
@@ -235,55 +267,45 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.model.n_prototypes = 10
         c.pretrain.frame_stride = 5
         c.pretrain.max_gmm_frames = 40_000
+        # Sizes and rates are tiny's; every behaviour that is not a size is the paper preset's (the
+        # recipe above): post-processing, augmentation, ramps, weak-only clip losses, selection.
+        # Quantities in frames keep their seconds at tiny's 25 frames/s (a quarter of 100).
         p.steps = 400
         p.lr = 1e-3
         p.schedule = {"kind": "warmup_exp_down", "warmup_steps": 20, "decay_start_step": 200, "exponent": -1.5}
-        # tiny keeps out_norm and mask_token in the default group until the SED ablation re-measures it
+        # no PaSST, so no frozen or LoRA groups: the encoder trains at p.lr; the head group as the paper's
         p.groups = _groups(
-            ("heads", r"^(mlm_hidden|mlm_out|at_pool|at_prototype_head)/", 1e-3, 1e-4),
+            ("heads", r"^(out_norm|mask_token|mlm_hidden|mlm_out|at_pool|at_prototype_head)(/|$)", 1e-3, 1e-4),
         )
-        p.frame_shift_sigma = 10.0
-        # tiny keeps no pre-training mixup and the DCASE FilterAugment until the SED ablation re-measures it
-        p.mixup_prob = 0.0
-        _retype(p, "filter_augment", True)
+        p.frame_shift_sigma = 22.0        # the reference's 90 frames at 100 frames/s: 0.9 s
+        p.eval_every = 200                # pre-training validation (pseudo-label BCE) twice per round
         c.pretrain.mask_block = 5         # 0.2 s at 25 frames/s
-        c.pretrain.mask_reference_count = False   # tiny keeps round(n * rate) blocks until the ablation re-measures it
         tiny_schedule = {"kind": "warmup_exp_down", "warmup_steps": 20, "decay_start_step": 400, "exponent": -1.0}
         f1.steps = 150
-        # tiny keeps out_norm frozen in stage 1 until the SED ablation re-measures it
-        f1.groups = _groups(("heads", r"^(classifier|at_pool|at_class_head)/", 2e-3, 1e-4))
+        f1.groups = _groups(finetune_heads[:2] + (2e-3, 1e-4))
         f1.rampup_steps = 75
+        f1.eval_every = 75
         f2.steps = 800
         f2.lr = 2e-3
-        # tiny keeps out_norm at f2.lr and the final encoder norm at the encoder's rate until the SED
-        # ablation re-measures it
         f2.groups = _groups(
+            ("encoder_top", r"^encoder/norm/", 2e-3, 1e-4),   # the final encoder norm at 2x the encoder's
             ("encoder", r"^encoder/", 1e-3, 1e-4),
-            ("heads", r"^(classifier|at_pool|at_class_head)/", 2e-3, 1e-4),
+            finetune_heads[:2] + (2e-3, 1e-4),
         )
         f2.consistency_max = 2.0
         f2.rampup_steps = 400
-        f2.rampup = "sigmoid"             # tiny's earlier ramp, kept until the SED ablation re-measures tiny
+        f2.eval_every = 200
         for f in (f1, f2):
             f.schedule = dict(tiny_schedule)
             f.ema = 0.99
-            f.frame_shift_sigma = 10.0
-            # tiny keeps its mixup (a coin per source, Beta(0.2, 0.2), unlabeled rows mixed too) and the
-            # DCASE FilterAugment until the SED ablation re-measures it
-            f.mixup_alpha, f.mixup_beta, f.mixup_coin = 0.2, 0.2, "segment"
-            f.mixup_sources = ("strong", "weak", "unlabeled")
-            _retype(f, "filter_augment", True)
-            f.weak_subset_only, f.eval_every, f.select = False, 0, "last"  # tiny's earlier ones, likewise
+            f.frame_shift_sigma = 22.0
         c.train.clip_norm = 5.0
         c.train.log_every = 50
         c.train.checkpoint_every = 100
         c.batch.pretrain_strong, c.batch.pretrain_weak, c.batch.pretrain_unlabeled = 4, 4, 8
         c.batch.strong, c.batch.weak, c.batch.unlabeled = 8, 4, 4
-        # Tiny keeps its earlier post-processing for now (one 5-frame window, no weak mask,
-        # temperature 1): its README figures were measured so; the SED ablation is where it changes.
-        c.eval = sed_eval(median_window=5)
-        c.eval.weak_mask = False
-        c.eval.temperature = 1.0
+        c.batch.pretrain_strong_real, c.batch.strong_real = 4, 5   # the reference's shares: all / 2 of 3 real
+        c.eval = sed_data_config.reference_sed_eval(frame_rate=25.0)   # windows of 8 and 32 frames
     if preset == "smoke":
         # Seconds on a CPU, for tests: the tiny network on the built-in "smoke" set (2.5 s
         # clips, 60 output frames), one round, a few hundred steps in all.
@@ -298,6 +320,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.pretrain.rounds = 1
         c.pretrain.max_gmm_frames = 5000
         c.stages.pretrain.steps = 12
+        c.stages.pretrain.eval_every = 6
+        c.stages.finetune1.eval_every, c.stages.finetune2.eval_every = 10, 40
         c.stages.finetune1.steps = 10
         c.stages.finetune1.rampup_steps = 5
         c.stages.finetune2.steps = 80
@@ -307,7 +331,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                        "decay_start_step": c.stages[name].steps // 2, "exponent": -1.0}
         c.batch.pretrain_strong, c.batch.pretrain_weak, c.batch.pretrain_unlabeled = 4, 2, 2
         c.batch.strong, c.batch.weak, c.batch.unlabeled, c.batch.eval = 6, 1, 1, 16
+        c.batch.pretrain_strong_real, c.batch.strong_real = 4, 4   # both strong subsets, as tiny
         c.train.log_every = 5
         c.train.checkpoint_every = 40
+        c.eval = sed_data_config.reference_sed_eval(frame_rate=24.0)   # 60 frames per 2.5 s
         c.eval.primary_metric = "frame_auc"   # why: see the crnn smoke preset
     return c

@@ -74,9 +74,10 @@ def build_model(config) -> PMAM:
     return with_passt_weights(PMAM(model_config(config), rngs=nnx.Rngs(config.seed)), config)
 
 
-def mel_frames(audio: jax.Array, fe: features.FrontEndConfig, frames: int) -> jax.Array:
-    """Waveform ``(batch, samples)`` -> log-mel ``(batch, frames, n_mels)``, cut to the model's frames."""
-    mel = features.log_mel(audio, fe)
+def mel_frames(audio: jax.Array, fe: features.FrontEndConfig, frames: int, key: jax.Array | None = None) -> jax.Array:
+    """Waveform ``(batch, samples)`` -> log-mel ``(batch, frames, n_mels)``, cut to the model's frames.
+    ``key``: a training step's, for the front end's mel-bank jitter (``fmin/fmax_aug_range``)."""
+    mel = features.log_mel(audio, fe, key)
     if mel.shape[1] < frames:
         raise ConfigError(f"the front end gives {mel.shape[1]} frames per clip but model.frames={frames}; "
                           "lower model.frames or the hop length")

@@ -115,10 +115,11 @@ class Prototypes:
 
 
 def fit_prototypes(x: np.ndarray, cfg, n_prototypes: int, seed: int, mesh=None) -> tuple[Prototypes, dict]:
-    """GMM (full covariance, k-means++ start) or k-means on ``x (N, D)``; returns it and a summary."""
+    """GMM (full covariance; means seeded by k-means++, refined by Lloyd with ``gmm_init='kmeans'``)
+    or k-means on ``x (N, D)``; returns it and a summary."""
     if cfg.gmm_kind == "gmm":
         gcfg = gmm_lib.GMMConfig(n_components=n_prototypes, max_iter=cfg.gmm_max_iter, reg_covar=cfg.gmm_reg_covar,
-                                 seed=seed, pca_dim=cfg.gmm_pca_dim or None)
+                                 seed=seed, pca_dim=cfg.gmm_pca_dim or None, init=cfg.get("gmm_init", "kmeans++"))
         state = gmm_lib.fit_gmm(x, gcfg, mesh=mesh)
         fitted = Prototypes("gmm", gmm_lib.means_in_input_space(state), state)
         summary = {"log_likelihood": float(state.log_likelihood), "em_iterations": int(state.n_iter),

@@ -22,6 +22,7 @@ from flax import nnx
 
 from experiments.pmam import config as pmam_config
 from experiments.pmam import prototypes as protos
+from experiments.pmam import validation as pmam_validation
 from experiments.pmam.model import build_model, frontend_config, mel_frames, model_config
 from experiments.sed import augment as sed_augment
 from experiments.sed import data as sed_data
@@ -29,13 +30,14 @@ from experiments.sed import task
 from jaxaudio.audio import features
 from jaxaudio.errors import ConfigError
 from jaxaudio.nn.global_local import GlobalLocal
+from jaxaudio.nn.lora import LORA_PATH_PATTERN, merge_adapters
 from jaxaudio.nn.masking import block_mask, replacement_plan
 from jaxaudio.objectives.sed import mean_teacher_at_loss
 from jaxaudio.objectives.ssl import pmam_loss
 from jaxaudio.train.log import get_logger
 from jaxaudio.train.schedules import linear_rampup, logistic_rampup, sigmoid_rampup
 from jaxaudio.train.stage_config import stage_fields
-from jaxaudio.train.system import Stage, StageContext, System
+from jaxaudio.train.system import Stage, StageContext, StageValidation, System
 
 LOG = get_logger("jaxaudio.pmam")
 FINAL_STAGE = "finetune2"
@@ -50,6 +52,7 @@ FROZEN_IN_STAGE = {
     "finetune2": [{"name": "fusion", "pattern": r"^fusion_weight", "lr": 0.0},
                   {"name": "unused", "pattern": UNUSED_IN_FINETUNING, "lr": 0.0}],
 }
+VALIDATION_LABELS = "validation_for_pretraining"   # the labels file of the validation clips (row 14)
 RAMPS = {"linear": linear_rampup, "sigmoid": sigmoid_rampup, "logistic": logistic_rampup}
 
 
@@ -65,15 +68,12 @@ def prototypes_dir(workdir: str, round_index: int) -> str:
 def pretrain_loss_fn(config, fe, prototypes: np.ndarray):
     """Block-masked prototype BCE on hidden frames + the clip-level AT term (``ssl.pmam_loss``)."""
     p, s, frames = config.pretrain, config.stages.pretrain, config.model.frames
-    shift = sed_augment.make_augment([], frame_shift_sigma=s.frame_shift_sigma, mixup_prob=s.get("mixup_prob", 0.0),
-                                     filter_augment=s.filter_augment,
-                                     units_per_db=sed_augment.filter_units_per_db(fe),
-                                     **sed_augment.mixup_options(s))
+    shift = sed_augment.stage_augment(s, fe)
     means = jnp.asarray(prototypes, jnp.float32)
 
     def loss_fn(model, batch, rng, teacher, step):
         k_aug, k_mask, k_plan, k_model = jax.random.split(rng, 4)
-        mel = mel_frames(batch["audio"], fe, frames)
+        mel = mel_frames(batch["audio"], fe, frames, key=jax.random.fold_in(k_aug, 3))
         gamma = batch["gamma"].astype(jnp.float32)
         clip_dummy = jnp.zeros((mel.shape[0], 1), jnp.float32)
         mel, gamma, _ = shift(k_aug, mel, gamma, clip_dummy)
@@ -102,10 +102,7 @@ def finetune_loss_fn(config, fe, name: str, segments=None):
     ``segments``: the rows of each source in a batch (default: the config's batch counts)."""
     f, b = config.stages[name], config.batch
     segments = segments or sed_augment.batch_segments((b.strong, b.weak, b.unlabeled))
-    augment_batch = sed_augment.make_augment(segments, frame_shift_sigma=f.frame_shift_sigma,
-                                             mixup_prob=f.mixup_prob, filter_augment=f.filter_augment,
-                                             units_per_db=sed_augment.filter_units_per_db(fe),
-                                             **sed_augment.mixup_options(f, (b.strong, b.weak, b.unlabeled)))
+    augment = sed_augment.stage_augment(f, fe, segments, (b.strong, b.weak, b.unlabeled))
     if f.rampup not in RAMPS:
         raise ConfigError(f"stages.{name}.rampup={f.rampup!r}; expected one of {', '.join(RAMPS)}")
     ramp, rampup, w_max = RAMPS[f.rampup], f.rampup_steps, f.consistency_max
@@ -113,10 +110,11 @@ def finetune_loss_fn(config, fe, name: str, segments=None):
 
     def loss_fn(model, batch, rng, teacher, step):
         k_aug, k_student, k_teacher = jax.random.split(rng, 3)
-        mel = mel_frames(batch["audio"], fe, config.model.frames)
-        mel, strong, weak = augment_batch(k_aug, mel, batch["strong"], batch["weak"])
+        # one mel-bank jitter for both networks (the reference's student extractor feeds both)
+        mel = mel_frames(batch["audio"], fe, config.model.frames, key=jax.random.fold_in(k_aug, 3))
+        mel, teacher_mel, strong, weak = augment.pair(k_aug, mel, batch["strong"], batch["weak"])
         student = model.sed_forward(mel, train=True, rngs=k_student)
-        teacher_out = teacher.sed_forward(mel, train=True, rngs=k_teacher, sliding=teacher_sliding)
+        teacher_out = teacher.sed_forward(teacher_mel, train=True, rngs=k_teacher, sliding=teacher_sliding)
         targets = {"strong": strong, "weak": weak, "has_strong": batch["has_strong"], "has_weak": batch["has_weak"]}
         return mean_teacher_at_loss(student, teacher_out, targets, w_max * ramp(step, rampup),
                                     weak_weight=f.weak_weight, at_weight=f.at_weight,
@@ -127,8 +125,9 @@ def finetune_loss_fn(config, fe, name: str, segments=None):
 
 # ----------------------------------------------------------------------------- stages
 def _train_sources(data: task.SEDData) -> dict:
-    d = data.config.data
-    return {name: data.source(name) for name in (d.train_strong, d.train_weak, d.train_unlabeled)}
+    """Every training subset either phase reads: the prototypes label them all."""
+    names = dict.fromkeys([*data.pretrain_counts(), *data.finetune_counts()])
+    return {name: data.source(name) for name in names}
 
 
 def prototypes_stage(config, data: task.SEDData, round_index: int, previous: str | None) -> Stage:
@@ -158,6 +157,9 @@ def prototypes_stage(config, data: task.SEDData, round_index: int, previous: str
         fitted, summary = protos.fit_prototypes(x, p, mcfg.n_prototypes, seed, mesh=None)
         fitted.save(os.path.join(ctx.path, "prototypes.npz"))
         summary.update(protos.label_subsets(fitted, sources, feature_fn, config.batch.eval, to_eval, ctx.path))
+        if config.stages.pretrain.get("eval_every"):   # the pre-training stage validates on these
+            protos.label_subsets(fitted, {VALIDATION_LABELS: data.split("validation")}, feature_fn,
+                                 config.batch.eval, to_eval, ctx.path)
         summary["seconds"] = time.time() - started
         strong_name = config.data.train_strong
         labels = protos.load_labels(ctx.path, [strong_name])[strong_name]
@@ -172,8 +174,7 @@ def prototypes_stage(config, data: task.SEDData, round_index: int, previous: str
 def pretrain_stage(config, workdir: str, data: task.SEDData, round_index: int, previous: str | None) -> Stage:
     """The masked audio model on round ``round_index``'s pseudo labels, from ``previous``'s weights."""
     fe, mcfg = frontend_config(config), model_config(config)
-    b, d = config.batch, config.data
-    counts = {d.train_strong: b.pretrain_strong, d.train_weak: b.pretrain_weak, d.train_unlabeled: b.pretrain_unlabeled}
+    counts = data.pretrain_counts()
     order = [n for n in counts if counts[n] > 0]
     local = [counts[n] // jax.process_count() for n in order]
     loaded = {}
@@ -196,6 +197,28 @@ def pretrain_stage(config, workdir: str, data: task.SEDData, round_index: int, p
             start += count
         return {"audio": batch["audio"], "gamma": np.concatenate(rows)}
 
+    def validation() -> StageValidation | None:
+        """The masked pseudo-label BCE on the validation clips (row 14); prototypes read when it starts."""
+        if not config.stages.pretrain.get("eval_every"):
+            return None
+
+        def evaluator():
+            directory = prototypes_dir(workdir, round_index)
+            source = data.split("validation")
+            labels = protos.load_labels(directory, [VALIDATION_LABELS], {
+                VALIDATION_LABELS: (len(source), config.model.frames, mcfg.n_prototypes)})[VALIDATION_LABELS]
+            return pmam_validation.PseudoLabelBCE(source, labels, config.batch.eval)
+
+        class _Forward:
+            fn = None
+
+            def __call__(self, model, batch):
+                if self.fn is None:
+                    self.fn = pmam_validation.forward_fn(config, fe, prototypes_and_labels()["fitted"].prototypes)
+                return self.fn(model, batch)
+
+        return StageValidation(evaluator=evaluator, forward=_Forward(), keys=("audio", "gamma"), mode="min")
+
     class _Loss:
         """Built on first call, so the prototypes are read only when the stage trains."""
 
@@ -207,19 +230,34 @@ def pretrain_stage(config, workdir: str, data: task.SEDData, round_index: int, p
             return self.fn(*args, **kwargs)
 
     name = pretrain_name(round_index)
+    # pretrain.restart_rounds: every round trains a fresh network (PaSST from its checkpoint) on the
+    # new prototypes, as the reference's iterations do (ref post_pretrain.yaml:3; row 13); else it
+    # continues from the previous round's weights.
+    start = None if config.pretrain.get("restart_rounds", False) else previous
     return Stage(name, loss=_Loss(), batches=lambda: data.mixed_batches(counts, config.seed + 100 * round_index),
-                 batch_keys=("audio", "gamma"), prepare=prepare, init_from=previous,
+                 batch_keys=("audio", "gamma"), prepare=prepare, init_from=start, validation=validation(),
                  **stage_fields(config.stages.pretrain, "stages.pretrain", extra_groups=FROZEN_IN_STAGE["pretrain"],
                                 loop_defaults=_loop_defaults(config)))
 
 
 def finetune_stage(config, data: task.SEDData, index: int, previous: str | None) -> Stage:
+    """Mean-teacher fine-tuning stage ``index`` from ``previous``'s weights. With
+    ``model.finetune_lora='merge'`` the encoder's LoRA adapters are folded into its kernels when
+    stage 1 starts and stay frozen, as the reference fine-tunes merged PaSST weights (row 21);
+    'train' keeps training them."""
     name = f"finetune{index}"
     fe = frontend_config(config)
+    mode = config.model.get("finetune_lora", "train")
+    if mode not in ("merge", "train"):
+        raise ConfigError(f"model.finetune_lora={mode!r}; expected 'merge' or 'train'")
+    frozen = list(FROZEN_IN_STAGE[name])
+    if mode == "merge":
+        frozen.insert(0, {"name": "merged_lora", "pattern": LORA_PATH_PATTERN, "lr": 0.0})
+    edit = merge_adapters if mode == "merge" and index == 1 and model_config(config).vit.lora_rank else None
     return Stage(name, loss=finetune_loss_fn(config, fe, name),
                  batches=lambda: data.mixed_batches(data.finetune_counts(), config.seed + index),
-                 batch_keys=task.TRAIN_KEYS, init_from=previous,
-                 **stage_fields(config.stages[name], f"stages.{name}", extra_groups=FROZEN_IN_STAGE[name],
+                 batch_keys=task.TRAIN_KEYS, init_from=previous, start_edit=edit,
+                 **stage_fields(config.stages[name], f"stages.{name}", extra_groups=frozen,
                                 loop_defaults=_loop_defaults(config)))
 
 
@@ -317,7 +355,7 @@ def scaling_cases(preset: str) -> dict:
 
 def finalize_config(config) -> None:
     """The run's classes from its data; a PaSST-sized run without PaSST weights is refused."""
-    sed_data.resolve_classes(config)
+    sed_data.resolve_data(config)
     m = config.model
     if not m.passt_checkpoint and not m.allow_random_init:
         raise ConfigError(

@@ -1,4 +1,5 @@
-"""The SED recipes' in-step augmentation: frame shift, mixup within each source, FilterAugment.
+"""The SED recipes' in-step augmentation: frame shift, mixup within each source, frequency
+distortion, FilterAugment, and for mean-teacher stages a label-free view per network.
 
 Every knob defaults to the behaviour the CRNN recipe and the PMAM tiny/smoke presets were
 measured with (one mixup coin per source, lambda ~ Beta(0.2, 0.2), every source mixed, the DCASE
@@ -87,10 +88,71 @@ def mixup_options(stage_cfg: Mapping[str, Any], counts: Sequence[int] | None = N
     return options
 
 
-def make_augment(segments: list[tuple[int, int]], *, frame_shift_sigma: float, mixup_prob: float,
-                 filter_augment: Any, units_per_db: float = 1.0, mixup_alpha: float = 0.2, mixup_beta: float = 0.2,
-                 mixup_per_batch: bool = False, mixup_segments: Sequence[int] | None = None):
-    """``augment(key, feats, strong, weak) -> (feats, strong, weak)``.
+class SEDAugment:
+    """The SED recipes' in-step augmentation of one stage.
+
+    ``augment(key, feats, strong, weak) -> (feats, strong, weak)``: frame shift, mixup, then the
+    label-free view (frequency distortion, FilterAugment). ``augment.pair(...)`` -> ``(student
+    feats, teacher feats, strong, weak)``: the label-changing part is drawn once and, with
+    ``two_views``, the label-free part once per network, as the reference's ``n_transform: 2``
+    (ref recipes/desed/finetune/train.py:82, src/preprocess/data_aug.py feature_transformation);
+    without it the teacher sees the student's input.
+    """
+
+    def __init__(self, segments, *, frame_shift_sigma: float, mixup_prob: float, filter_augment: Any,
+                 units_per_db: float = 1.0, mixup_alpha: float = 0.2, mixup_beta: float = 0.2,
+                 mixup_per_batch: bool = False, mixup_segments: Sequence[int] | None = None,
+                 freq_distortion: float = 0.0, two_views: bool = False):
+        self.segments = list(segments)
+        self.frame_shift_sigma, self.mixup_prob = frame_shift_sigma, mixup_prob
+        self.mixup_alpha, self.mixup_beta, self.mixup_per_batch = mixup_alpha, mixup_beta, mixup_per_batch
+        self.mixed = None if mixup_segments is None else frozenset(int(i) for i in mixup_segments)
+        self.filter_kwargs = filter_augment_kwargs(filter_augment)
+        self.units_per_db = units_per_db
+        self.freq_distortion, self.two_views = float(freq_distortion), bool(two_views)
+
+    def labelled(self, k_shift, k_mix, feats, strong, weak):
+        """Frame shift and mixup: what changes the labels too."""
+        if self.frame_shift_sigma > 0:
+            feats, strong = augment.frame_shift(k_shift, feats, strong, self.frame_shift_sigma)
+        if self.mixup_prob > 0:
+            rows = self.segments or [(0, feats.shape[0])]
+            prob = self.mixup_prob
+            if self.mixup_per_batch:  # one coin for every mixed segment: prob 1 or 0 below
+                prob = jnp.where(jax.random.uniform(jax.random.fold_in(k_mix, len(rows))) < self.mixup_prob, 1.0, 0.0)
+            parts = []
+            for i, (start, stop) in enumerate(rows):
+                part = (feats[start:stop], strong[start:stop], weak[start:stop])
+                if self.mixed is None or i in self.mixed:
+                    part = augment.mixup(jax.random.fold_in(k_mix, i), *part, alpha=self.mixup_alpha,
+                                         beta=self.mixup_beta, prob=prob)
+                parts.append(part)
+            feats, strong, weak = (jnp.concatenate(p, axis=0) for p in zip(*parts))
+        return feats, strong, weak
+
+    def view(self, key, feats):
+        """Frequency distortion, then FilterAugment (the reference's order): labels unchanged."""
+        if self.freq_distortion > 0:
+            feats = augment.freq_distortion(jax.random.fold_in(key, 1), feats, self.freq_distortion)
+        if self.filter_kwargs is not None:
+            feats = augment.filter_augment(key, feats, units_per_db=self.units_per_db, **self.filter_kwargs)
+        return feats
+
+    def __call__(self, key, feats, strong, weak):
+        k_shift, k_mix, k_view = jax.random.split(key, 3)
+        feats, strong, weak = self.labelled(k_shift, k_mix, feats, strong, weak)
+        return self.view(k_view, feats), strong, weak
+
+    def pair(self, key, feats, strong, weak):
+        k_shift, k_mix, k_view = jax.random.split(key, 3)
+        feats, strong, weak = self.labelled(k_shift, k_mix, feats, strong, weak)
+        student = self.view(k_view, feats)
+        teacher = self.view(jax.random.fold_in(k_view, 2), feats) if self.two_views else student
+        return student, teacher, strong, weak
+
+
+def make_augment(segments: list[tuple[int, int]], **options) -> SEDAugment:
+    """``SEDAugment(segments, **options)``.
 
     segments: the row ranges of each source in the batch; mixup stays inside a segment so
     labelled and unlabelled rows never blend. No segments: the whole batch is one (PMAM's
@@ -100,32 +162,22 @@ def make_augment(segments: list[tuple[int, int]], *, frame_shift_sigma: float, m
     instead of one per segment (ref ``recipes/desed/finetune/train.py:78-80``);
     ``mixup_segments``: the indices of the segments mixed (None: all).
     filter_augment: False, True (DCASE defaults) or a mapping (see ``filter_augment_kwargs``).
+    freq_distortion: the largest bias of the sinusoidal frequency warp (0: off; reference 0.03).
     """
-    filter_kwargs = filter_augment_kwargs(filter_augment)
-    mixed = None if mixup_segments is None else frozenset(int(i) for i in mixup_segments)
+    return SEDAugment(segments, **options)
 
-    def augment_batch(key, feats, strong, weak):
-        k_shift, k_mix, k_filter = jax.random.split(key, 3)
-        if frame_shift_sigma > 0:
-            feats, strong = augment.frame_shift(k_shift, feats, strong, frame_shift_sigma)
-        if mixup_prob > 0:
-            rows = list(segments) or [(0, feats.shape[0])]
-            prob = mixup_prob
-            if mixup_per_batch:  # one coin for every mixed segment: prob 1 or 0 below
-                prob = jnp.where(jax.random.uniform(jax.random.fold_in(k_mix, len(rows))) < mixup_prob, 1.0, 0.0)
-            parts = []
-            for i, (start, stop) in enumerate(rows):
-                part = (feats[start:stop], strong[start:stop], weak[start:stop])
-                if mixed is None or i in mixed:
-                    part = augment.mixup(jax.random.fold_in(k_mix, i), *part, alpha=mixup_alpha, beta=mixup_beta,
-                                         prob=prob)
-                parts.append(part)
-            feats, strong, weak = (jnp.concatenate(p, axis=0) for p in zip(*parts))
-        if filter_kwargs is not None:
-            feats = augment.filter_augment(k_filter, feats, units_per_db=units_per_db, **filter_kwargs)
-        return feats, strong, weak
 
-    return augment_batch
+def stage_augment(stage_cfg: Mapping[str, Any], fe: features.FrontEndConfig, segments=(),
+                  counts: Sequence[int] | None = None) -> SEDAugment:
+    """A stage's augmentation from its config keys (``frame_shift_sigma``, ``mixup_*``,
+    ``filter_augment``, ``freq_distortion``, ``two_views``); a key the stage lacks is off."""
+    return SEDAugment(segments, frame_shift_sigma=float(stage_cfg.get("frame_shift_sigma", 0.0)),
+                      mixup_prob=float(stage_cfg.get("mixup_prob", 0.0)),
+                      filter_augment=stage_cfg.get("filter_augment", False),
+                      units_per_db=filter_units_per_db(fe),
+                      freq_distortion=float(stage_cfg.get("freq_distortion", 0.0)),
+                      two_views=bool(stage_cfg.get("two_views", False)),
+                      **mixup_options(stage_cfg, counts))
 
 
 def batch_segments(counts) -> list[tuple[int, int]]:

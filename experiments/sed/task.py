@@ -12,6 +12,7 @@ import numpy as np
 
 from experiments.sed import data as sed_data
 from jaxaudio.data.sed.labels import FrameLabelEncoder
+from jaxaudio.errors import ConfigError
 from jaxaudio.evaluators.sed import SEDEvaluator
 from jaxaudio.export.model import CLIP_PROBS, FRAME_PROBS, HeldOut, InferenceModel, Output
 
@@ -57,14 +58,39 @@ class SEDData:
         return sed_data.mixed(parts, seed)
 
     def finetune_counts(self) -> dict[str, int]:
+        """Rows per batch by subset in fine-tuning (``batch.strong`` / ``weak`` / ``unlabeled``)."""
+        return self.train_counts("")
+
+    def pretrain_counts(self) -> dict[str, int]:
+        """Rows per batch by subset in pre-training (``batch.pretrain_strong`` / ...), labels unused."""
+        return self.train_counts("pretrain_")
+
+    def train_counts(self, prefix: str) -> dict[str, int]:
+        """``batch.<prefix>strong`` strong rows, of which ``batch.<prefix>strong_real`` come from
+        ``data.train_strong_real`` (the AudioSet-strong clips) and the rest from ``data.train_strong``
+        (synthetic); then the weak and the unlabeled rows. The real rows come first and both kinds
+        form the batch's one strong segment, as the reference stacks them (ref
+        recipes/desed/finetune/train.py: ``strong_num += syn_num``)."""
         d, b = self.config.data, self.config.batch
-        return {d.train_strong: b.strong, d.train_weak: b.weak, d.train_unlabeled: b.unlabeled}
+        strong, real = int(b[f"{prefix}strong"]), int(b.get(f"{prefix}strong_real", 0))
+        real_name = d.get("train_strong_real", "")
+        if real and not real_name:
+            raise ConfigError(f"batch.{prefix}strong_real={real} but data.train_strong_real is empty; name the "
+                              "real strong subset (DESED: strong_real) or set the count to 0")
+        if not 0 <= real <= strong:
+            raise ConfigError(f"batch.{prefix}strong_real={real}: must lie in [0, batch.{prefix}strong={strong}] "
+                              "(the real rows are part of the strong rows)")
+        counts = {real_name: real} if real else {}
+        counts[d.train_strong] = strong - real
+        counts.update({d.train_weak: int(b[f"{prefix}weak"]), d.train_unlabeled: int(b[f"{prefix}unlabeled"])})
+        return counts
 
 
 def evaluators(config, data: SEDData) -> dict[str, SEDEvaluator]:
     e = config.eval
     return {split: SEDEvaluator(lambda split=split: data.split(split), config.batch.eval, e.median_window,
-                                primary_metric=e.primary_metric)
+                                primary_metric=e.primary_metric,
+                                max_filter_psds2=bool(e.get("max_filter_psds2", False)))
             for split in e.splits}
 
 

@@ -6,6 +6,7 @@ arithmetic, never dynamic slices. Same key, same output.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -183,7 +184,37 @@ def filter_augment(key: jax.Array, x: jax.Array,
     return x + (units_per_db * curve).astype(x.dtype)[:, None, :]
 
 
+# ----------------------------------------------------------------------------- frequency distortion
+
+def freq_warp_matrix(n_bins: int, bias: jax.Array, phase: jax.Array) -> jax.Array:
+    """(n_bins, n_bins) W such that ``x @ W.T`` warps the frequency axis of x.
+
+    Transformer4SED's "frequency distortion" (``freq_nonlinear``): bin i's value moves to
+    position i + n·bias·sin(2π(i/n + phase)) and the row is linearly re-sampled at the integer
+    bins (``np.interp``, ends held). With bias < 1/(2π) the map is monotonic, so W is the
+    interpolation written as a matrix: one matmul per batch instead of a per-row loop.
+    """
+    bins = jnp.arange(n_bins, dtype=jnp.float32)
+    moved = bins + n_bins * bias * jnp.sin(2.0 * jnp.pi * (bins / n_bins + phase))
+    eye = jnp.eye(n_bins, dtype=jnp.float32)
+    return jax.vmap(lambda column: jnp.interp(bins, moved, column), in_axes=1, out_axes=1)(eye)
+
+
+def freq_distortion(key: jax.Array, x: jax.Array, max_bias: float = 0.03) -> jax.Array:
+    """Warp the mel axis of x (batch, time, mel) by one random sinusoid for the whole batch:
+    bias ~ U(0, max_bias), phase ~ U(0, 1), as the reference draws them once per call
+    (ref src/preprocess/data_aug.py:127-131,207-220)."""
+    if not 0.0 <= max_bias < 1.0 / (2.0 * math.pi):
+        raise ConfigError(f"freq_distortion: max_bias must lie in [0, 1/(2 pi)) so the warp is monotonic, "
+                          f"got {max_bias}")
+    k_bias, k_phase = jax.random.split(key)
+    bias = max_bias * jax.random.uniform(k_bias, ())
+    phase = jax.random.uniform(k_phase, ())
+    warp = freq_warp_matrix(x.shape[-1], bias, phase)
+    return jnp.matmul(x, warp.T.astype(x.dtype), precision="highest")
+
+
 __all__: Sequence[str] = [
     "span_mask", "time_mask", "freq_mask", "mixup_params", "mixup", "roll_time", "frame_shift",
-    "filter_gains_db", "filter_augment",
+    "filter_gains_db", "filter_augment", "freq_warp_matrix", "freq_distortion",
 ]

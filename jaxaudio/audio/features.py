@@ -59,6 +59,10 @@ class FrontEndConfig:
       top_db: with 'db', floor each example at its own maximum minus top_db (librosa).
       db_clip: with 'db', clip to (low, high) dB (the DCASE baseline clamps to (-50, 80)).
       norm_mean, norm_std: the result is (logmel - norm_mean) / norm_std.
+      fmin_aug_range, fmax_aug_range: train-time jitter of the mel bank's edges, in Hz, drawn once
+        per batch when ``log_mel`` is given a key: fmin + U{0..fmin_aug_range-1} and
+        fmax + fmax_aug_range//2 - U{0..fmax_aug_range-1} (PaSST's extractor in Transformer4SED:
+        10 and 2000). 1 means no jitter; without a key (evaluation, export) the bank is fixed.
     """
 
     sample_rate: int
@@ -86,6 +90,8 @@ class FrontEndConfig:
     db_clip: tuple[float, float] | None = None
     norm_mean: float = 0.0
     norm_std: float = 1.0
+    fmin_aug_range: int = 1
+    fmax_aug_range: int = 1
 
     def __post_init__(self):
         _validate(self)
@@ -143,6 +149,14 @@ def _validate(cfg: FrontEndConfig) -> None:
     if not 0.0 <= cfg.fmin < cfg.fmax_hz <= cfg.sample_rate / 2.0 + 1e-9:
         bad("fmax", f"need 0 <= fmin ({cfg.fmin}) < fmax ({cfg.fmax_hz}) <= Nyquist "
                     f"({cfg.sample_rate / 2})")
+    for key in ("fmin_aug_range", "fmax_aug_range"):
+        if int(getattr(cfg, key)) < 1:
+            bad(key, f"must be >= 1 (1: no jitter), got {getattr(cfg, key)!r}")
+    if cfg.fmax_hz + cfg.fmax_aug_range // 2 > cfg.sample_rate / 2.0 + 1e-9:
+        bad("fmax_aug_range", f"fmax ({cfg.fmax_hz}) + fmax_aug_range // 2 ({cfg.fmax_aug_range // 2}) exceeds "
+                              f"Nyquist ({cfg.sample_rate / 2}); lower fmax (PaSST: Nyquist - range // 2)")
+    if cfg.fmin + cfg.fmin_aug_range - 1 >= cfg.fmax_hz - cfg.fmax_aug_range // 2:
+        bad("fmin_aug_range", "the jittered fmin can reach the jittered fmax")
 
 
 # PaSST as used by MAT-SED/PMAM (Transformer4SED PasstFeatureExtractor, eval mode): peak-normalised
@@ -180,50 +194,58 @@ DCASE_16K = FrontEndConfig(
 
 # ----------------------------------------------------------------------------- host constants
 
-def _hz_to_mel(freq, scale: str):
-    freq = np.asarray(freq, dtype=np.float64)
+def _hz_to_mel(freq, scale: str, xp=np):
+    """Hz -> mel; ``xp`` is numpy (float64 host constants) or jax.numpy (a traced, jittered bank)."""
+    if xp is np:
+        freq = np.asarray(freq, dtype=np.float64)
     if scale == "htk":
-        return 2595.0 * np.log10(1.0 + freq / 700.0)
+        return 2595.0 * xp.log10(1.0 + freq / 700.0)
     if scale == "kaldi":
-        return 1127.0 * np.log(1.0 + freq / 700.0)
+        return 1127.0 * xp.log(1.0 + freq / 700.0)
     # Slaney: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
     linear = freq / (200.0 / 3.0)
-    log_part = 15.0 + np.log(np.maximum(freq, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-    return np.where(freq >= 1000.0, log_part, linear)
+    log_part = 15.0 + xp.log(xp.maximum(freq, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return xp.where(freq >= 1000.0, log_part, linear)
 
 
-def _mel_to_hz(mel, scale: str):
-    mel = np.asarray(mel, dtype=np.float64)
+def _mel_to_hz(mel, scale: str, xp=np):
+    if xp is np:
+        mel = np.asarray(mel, dtype=np.float64)
     if scale == "htk":
         return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
     if scale == "kaldi":
-        return 700.0 * (np.exp(mel / 1127.0) - 1.0)
+        return 700.0 * (xp.exp(mel / 1127.0) - 1.0)
     linear = mel * (200.0 / 3.0)
-    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0))
-    return np.where(mel >= 15.0, log_part, linear)
+    log_part = 1000.0 * xp.exp((np.log(6.4) / 27.0) * (mel - 15.0))
+    return xp.where(mel >= 15.0, log_part, linear)
+
+
+def _triangles(cfg: FrontEndConfig, fmin, fmax, xp=np):
+    """The (n_bins, n_mels) bank between ``fmin`` and ``fmax`` Hz (host floats or traced values)."""
+    bin_hz = xp.arange(cfg.n_bins) * (cfg.sample_rate / cfg.n_fft)
+    lo_mel, hi_mel = _hz_to_mel(fmin, cfg.mel_scale, xp), _hz_to_mel(fmax, cfg.mel_scale, xp)
+    edges_mel = lo_mel + (hi_mel - lo_mel) * xp.linspace(0.0, 1.0, cfg.n_mels + 2)
+    left, centre, right = edges_mel[:-2], edges_mel[1:-1], edges_mel[2:]
+    if cfg.mel_scale == "kaldi":
+        # Kaldi draws the triangles on the mel axis itself.
+        x = _hz_to_mel(bin_hz, "kaldi", xp)[:, None]
+    else:
+        # HTK/Slaney (librosa, torchaudio) draw them on the Hz axis between mel-spaced corners.
+        x = bin_hz[:, None]
+        left, centre, right = (_mel_to_hz(e, cfg.mel_scale, xp) for e in (left, centre, right))
+    rising = (x - left) / (centre - left)
+    falling = (right - x) / (right - centre)
+    bank = xp.maximum(0.0, xp.minimum(rising, falling))
+    if cfg.mel_scale == "kaldi":
+        bank = bank * (xp.arange(cfg.n_bins) < cfg.n_bins - 1)[:, None]  # Kaldi never uses the Nyquist bin.
+    if cfg.mel_norm == "slaney":
+        bank = bank * (2.0 / (right - left))[None, :]
+    return bank
 
 
 @functools.lru_cache(maxsize=32)
 def _mel_filterbank64(cfg: FrontEndConfig) -> np.ndarray:
-    bin_hz = np.arange(cfg.n_bins) * cfg.sample_rate / cfg.n_fft
-    lo_mel, hi_mel = _hz_to_mel(cfg.fmin, cfg.mel_scale), _hz_to_mel(cfg.fmax_hz, cfg.mel_scale)
-    edges_mel = np.linspace(lo_mel, hi_mel, cfg.n_mels + 2)
-    left, centre, right = edges_mel[:-2], edges_mel[1:-1], edges_mel[2:]
-    if cfg.mel_scale == "kaldi":
-        # Kaldi draws the triangles on the mel axis itself.
-        x = _hz_to_mel(bin_hz, "kaldi")[:, None]
-    else:
-        # HTK/Slaney (librosa, torchaudio) draw them on the Hz axis between mel-spaced corners.
-        x = bin_hz[:, None]
-        left, centre, right = (_mel_to_hz(e, cfg.mel_scale) for e in (left, centre, right))
-    rising = (x - left) / (centre - left)
-    falling = (right - x) / (right - centre)
-    bank = np.maximum(0.0, np.minimum(rising, falling))
-    if cfg.mel_scale == "kaldi":
-        bank[-1] = 0.0  # Kaldi never uses the Nyquist bin.
-    if cfg.mel_norm == "slaney":
-        bank = bank * (2.0 / (right - left))[None, :]
-    return bank
+    return _triangles(cfg, cfg.fmin, cfg.fmax_hz)
 
 
 def mel_filterbank(cfg: FrontEndConfig) -> np.ndarray:
@@ -352,14 +374,27 @@ def _compress(mel: jax.Array, cfg: FrontEndConfig) -> jax.Array:
 FRONTEND_SCOPE = "frontend"
 
 
-def log_mel(wave: jax.Array, cfg: FrontEndConfig) -> jax.Array:
+def jittered_mel_filterbank(key: jax.Array, cfg: FrontEndConfig) -> jax.Array:
+    """A training-time bank with its edges drawn as ``cfg.fmin_aug_range`` / ``fmax_aug_range`` say."""
+    k_min, k_max = jax.random.split(key)
+    fmin = cfg.fmin + jax.random.randint(k_min, (), 0, cfg.fmin_aug_range).astype(jnp.float32)
+    fmax = (cfg.fmax_hz + cfg.fmax_aug_range // 2
+            - jax.random.randint(k_max, (), 0, cfg.fmax_aug_range).astype(jnp.float32))
+    return _triangles(cfg, fmin, fmax, jnp).astype(jnp.float32)
+
+
+def log_mel(wave: jax.Array, cfg: FrontEndConfig, key: jax.Array | None = None) -> jax.Array:
     """Waveform (..., samples) -> normalised log-mel (..., frames, n_mels), float32.
 
-    Runs under the named scope ``FRONTEND_SCOPE`` so the exporter can keep these ops in float.
+    ``key``: training only; with it and a jitter range > 1 the mel bank's edges are drawn
+    (``jittered_mel_filterbank``), one bank for the batch. Runs under the named scope
+    ``FRONTEND_SCOPE`` so the exporter can keep these ops in float.
     """
     with jax.named_scope(FRONTEND_SCOPE):
         power = power_spectrogram(wave, cfg)
-        mel = jnp.matmul(power, jnp.asarray(mel_filterbank(cfg)), precision="highest")
+        jitter = key is not None and (cfg.fmin_aug_range > 1 or cfg.fmax_aug_range > 1)
+        bank = jittered_mel_filterbank(key, cfg) if jitter else jnp.asarray(mel_filterbank(cfg))
+        mel = jnp.matmul(power, bank, precision="highest")
         out = _compress(mel, cfg)
         if cfg.norm_mean != 0.0 or cfg.norm_std != 1.0:
             out = (out - cfg.norm_mean) / cfg.norm_std
@@ -373,6 +408,6 @@ def frame_rate(cfg: FrontEndConfig) -> float:
 
 __all__ = [
     "FrontEndConfig", "PASST_32K", "AST_16K", "DCASE_16K", "mel_filterbank", "window_function",
-    "dft_matrices", "power_spectrogram", "log_mel", "frame_rate",
+    "dft_matrices", "power_spectrogram", "log_mel", "jittered_mel_filterbank", "frame_rate",
 ]
 

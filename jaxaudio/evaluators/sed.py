@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from jaxaudio.data.sed.labels import median_filter
+from jaxaudio.data.sed.labels import max_filter, median_filter
 from jaxaudio.data.source import eval_batches
 from jaxaudio.metrics.frame_auc import frame_auc
 from jaxaudio.metrics.sed import collar_f1, intersection_f1, plot_psd_roc, psds1, psds2, segment_f1
@@ -41,19 +41,23 @@ def postprocess(scores: dict[str, np.ndarray], median_window) -> dict[str, np.nd
     return {clip: median_filter(s, median_window) for clip, s in scores.items()}
 
 
-def score_clips(filtered: dict[str, np.ndarray], source, *, plot_path: Optional[str] = None,
-                title: str = "") -> dict[str, float]:
-    """PSDS1/PSDS2 (exact, threshold-free), intersection/collar/segment F1 at 0.5 and the
-    frame ROC AUC of post-processed scores against the source's reference events."""
+def _references(filtered: dict[str, np.ndarray], source):
+    """(timestamps, truth, durations, classes, frame targets) of the clips in ``filtered``."""
     encoder = source.encoder
-    classes = list(encoder.classes)
-    timestamps = encoder.timestamps()
     truth, durations, frames = {}, {}, {}
     for record in source.records:
         if record.clip_id in filtered:
             truth[record.clip_id] = list(record.events or [])
             durations[record.clip_id] = record.duration or encoder.clip_seconds
             frames[record.clip_id] = encoder.encode_strong(truth[record.clip_id])
+    return encoder.timestamps(), truth, durations, list(encoder.classes), frames
+
+
+def score_clips(filtered: dict[str, np.ndarray], source, *, plot_path: Optional[str] = None,
+                title: str = "") -> dict[str, float]:
+    """PSDS1/PSDS2 (exact, threshold-free), intersection/collar/segment F1 at 0.5 and the
+    frame ROC AUC of post-processed scores against the source's reference events."""
+    timestamps, truth, durations, classes, frames = _references(filtered, source)
     args = (filtered, timestamps, truth, durations, classes)
     p1, p2 = psds1(*args), psds2(*args)
     if plot_path:
@@ -74,6 +78,8 @@ class SEDEvaluator:
 
     source: a function building the ClipSource (called once, when first needed: the data may
     have to be generated). median_window: one length (frames) for all classes or one per class.
+    max_filter_psds2: also report ``psds2_max_filter``, PSDS2 after a class-wise maximum filter
+    of the same windows instead of the median (MAT-SED's PSDS2 post-processing).
     """
 
     source_fn: Callable[[], object]
@@ -81,6 +87,7 @@ class SEDEvaluator:
     median_window: int | Sequence[int]
     primary_metric: str = "psds1"
     output: str = STRONG
+    max_filter_psds2: bool = False
     _source: object = dataclasses.field(default=None, init=False, repr=False)
 
     @property
@@ -99,7 +106,13 @@ class SEDEvaluator:
 
     def run(self, predict, *, plot_dir: Optional[str] = None, plot_prefix: str = "", title: str = "") -> dict:
         plot = os.path.join(plot_dir, f"{plot_prefix}_psd_roc.png") if plot_dir else None
-        return score_clips(self.scores(predict), self.source, plot_path=plot, title=title)
+        raw = collect_scores(self.source, predict, self.batch_size, self.output)
+        metrics = score_clips(postprocess(raw, self.median_window), self.source, plot_path=plot, title=title)
+        if self.max_filter_psds2:
+            widened = {clip: max_filter(s, self.median_window) for clip, s in raw.items()}
+            timestamps, truth, durations, classes, _ = _references(widened, self.source)
+            metrics["psds2_max_filter"] = float(psds2(widened, timestamps, truth, durations, classes).value)
+        return metrics
 
     def score_arrays(self, outputs: dict[str, np.ndarray], clip_ids: Sequence[str]) -> dict[str, float]:
         """Metrics of outputs already computed for ``clip_ids`` (export verification)."""

@@ -58,6 +58,20 @@ class LoRALinear(nnx.Linear):
         return self.kernel[...] + self.scaling * (self.lora_a[...] @ self.lora_b[...])
 
 
+def merge_adapters(model: nnx.Module) -> int:
+    """Fold every adapter of ``model`` into its kernel (``merged_kernel``) and zero its ``lora_b``,
+    in place; the function the model computes is unchanged. Transformer4SED fine-tunes PaSST
+    with merged weights (loralib merges in eval mode, and fine-tuning builds PaSST without
+    adapters); freeze the adapters afterwards so they stay out. Returns the layers merged."""
+    merged = 0
+    for _, module in model.iter_modules():
+        if isinstance(module, LoRALinear) and module.rank:
+            module.kernel.value = module.merged_kernel()
+            module.lora_b.value = jnp.zeros_like(module.lora_b.value)
+            merged += 1
+    return merged
+
+
 def is_lora_path(path) -> bool:
     """True for adapter parameters; ``path`` is a '/'-joined string or a tuple of path keys."""
     if not isinstance(path, str):

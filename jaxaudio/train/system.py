@@ -21,6 +21,21 @@ LossFn = Callable[..., Any]
 
 
 @dataclasses.dataclass(frozen=True)
+class StageValidation:
+    """A stage's own validation in place of the System's evaluators: PMAM's pre-training ranks
+    its epochs by the masked pseudo-label BCE on the validation clips (lower is better), which
+    the SED evaluators cannot score. ``evaluator()`` is built when the stage trains;
+    ``forward(model, device batch) -> outputs`` is compiled like ``System.predict`` and reads
+    ``keys`` (plus ``index``) of the evaluator's host batches; ``mode``: "max" or "min", which
+    way the evaluator's primary metric is better."""
+
+    evaluator: Callable[[], Any]
+    forward: Callable[[Any, dict], dict]
+    keys: tuple[str, ...]
+    mode: str = "max"
+
+
+@dataclasses.dataclass(frozen=True)
 class Stage:
     """One stage of a run; its folder is ``workdir/<name>``.
 
@@ -35,7 +50,10 @@ class Stage:
     with it, the best checkpoint by the primary metric is kept), ``select`` ("last", or
     "best": the stage's weights, for the next stage, evaluation, predict and export, are that
     best checkpoint's, as the SED recipes select their epoch), ``masks`` (params -> 0/1 tree,
-    for pruning). Other stages: ``run(context) -> summary``.
+    for pruning), ``start_edit`` (edits the model in place once, when the stage starts from
+    ``init_from``'s weights, student and teacher alike: e.g. folding LoRA adapters into the
+    kernels), ``validation`` (a ``StageValidation`` used instead of the System's evaluators
+    when the stage validates). Other stages: ``run(context) -> summary``.
     """
 
     name: str
@@ -54,6 +72,8 @@ class Stage:
     eval_every: int = 0
     masks: Optional[Callable[[Any], Any]] = None
     select: str = "last"
+    start_edit: Optional[Callable[[Any], Any]] = None
+    validation: Optional[StageValidation] = None
     log_every: int = 50
     checkpoint_every: int = 500
     keep: int = 3

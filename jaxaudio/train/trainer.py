@@ -137,6 +137,8 @@ class Trainer:
             teacher=abstract.teacher, masks=None)  # a teacher placeholder: carry_weights fills it
         state = stage_files.carry_weights(fresh, prev,
                                           teacher_from_student=stage.has_teacher and not previous.has_teacher)
+        if stage.start_edit is not None:
+            state = _edited(stage.start_edit, graphdef, state, shardings)
         if stage.masks is not None and state.masks is None:
             masks = jax.jit(stage.masks, out_shardings=shardings.params)(state.params)
             state = state.replace(params=apply_masks(state.params, masks), masks=masks)
@@ -230,18 +232,23 @@ class Trainer:
                 batch = prepare(batch)
             return global_batch({k: batch[k] for k in keys}, self.mesh)
 
-        eval_fn, best = None, None
+        eval_fn, best, best_mode = None, None, "max"
         if stage.eval_every:
-            split = self.config.eval.validation_split
-            evaluator = self.system.evaluators(self.config)[split]
+            if stage.validation is not None:   # the stage's own validation
+                v = stage.validation
+                evaluator, best_mode = v.evaluator(), v.mode
+                predict = self.predict_step(graphdef, shardings, forward=v.forward, keys=v.keys)
+            else:
+                evaluator = self.system.evaluators(self.config)[self.config.eval.validation_split]
+                predict = self.predict_step(graphdef, shardings)
             best = f"{'teacher' if stage.has_teacher else 'student'}/{evaluator.primary_metric}"
-            predict = self.predict_step(graphdef, shardings)
 
             def eval_fn(state, step):
                 return self.score(evaluator, predict, state)
 
         loop_cfg = LoopConfig(total_steps=stage.steps, log_every=stage.log_every, eval_every=stage.eval_every or None,
-                              checkpoint_every=stage.checkpoint_every, keep=stage.keep, best_metric=best)
+                              checkpoint_every=stage.checkpoint_every, keep=stage.keep, best_metric=best,
+                              best_mode=best_mode)
         batches = stage.batches()
         run_record.mark_started(self.workdir)  # data and model are there: the workdir is worth keeping
         LOG.info("stage %s: %d steps", stage.name, stage.steps)
@@ -251,12 +258,14 @@ class Trainer:
         return dict(summary)
 
     # -------------------------------------------------------------- evaluate
-    def predict_step(self, graphdef, shardings):
-        """``(params, model_state, host batch) -> {outputs..., index}`` on host, all rows."""
-        forward = self.system.predict(self.config)
+    def predict_step(self, graphdef, shardings, forward=None, keys=None):
+        """``(params, model_state, host batch) -> {outputs..., index}`` on host, all rows.
+        ``forward`` / ``keys``: the pass and its batch keys (default: the System's predict)."""
+        forward = forward or self.system.predict(self.config)
+        keys = self.system.eval_keys if keys is None else tuple(keys)
         step = self.eval_step(graphdef, shardings, lambda model, batch: {**forward(model, batch),
                                                                          "index": batch["index"]})
-        to_device = self.to_device((*self.system.eval_keys, "index"))
+        to_device = self.to_device((*keys, "index"))
 
         def predict(params, model_state, batch):
             return {k: np.asarray(v) for k, v in step(params, model_state, to_device(batch)).items()}
@@ -391,3 +400,21 @@ def restore_final(system: System, config, workdir: str, *, mesh=None) -> tuple[A
         raise CheckpointError(f"{path}: stage {final!r} has not finished, so there is no trained model; run "
                               f"experiments/run.py --exp={system.name} --workdir={workdir} first")
     return trainer.model_of(final)
+
+
+def _edited(edit, graphdef, state, shardings):
+    """``state`` with ``edit(model)`` applied to the student's and the teacher's parameters."""
+    from flax import nnx
+
+    def apply(params, model_state):
+        model = nnx.merge(graphdef, params, model_state)
+        edit(model)
+        return nnx.state(model, nnx.Param)
+
+    edit_params = jax.jit(apply, out_shardings=shardings.params)
+    state = state.replace(params=edit_params(state.params, state.model_state))
+    if state.teacher is not None:
+        teacher = dict(state.teacher)
+        teacher["params"] = edit_params(teacher["params"], teacher["model_state"])
+        state = state.replace(teacher=teacher)
+    return state

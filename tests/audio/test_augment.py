@@ -324,3 +324,55 @@ def test_sed_mixup_options_defaults_and_errors():
         sed_augment.mixup_options({"mixup_coin": "clip"})
     with pytest.raises(ConfigError, match="labelled"):
         sed_augment.mixup_options({"mixup_sources": ("labelled",)}, (1, 1, 1))
+
+
+# ----------------------------------------------------------------------------- frequency distortion
+
+def _reference_warp(mel, bias, phase):
+    """Transformer4SED's freq_nonlinear for a given bias and phase, row by row with np.interp."""
+    b, t, f = mel.shape
+    ind = np.arange(f)
+    moved = f * (ind / f + bias * np.sin(2 * np.pi * (ind / f + phase)))
+    rows = mel.reshape(b * t, f)
+    return np.stack([np.interp(ind, moved, row) for row in rows]).reshape(b, t, f)
+
+
+@pytest.mark.parametrize("bias,phase", [(0.0, 0.3), (0.012, 0.77), (0.03, 0.05), (0.03, 0.5)])
+def test_freq_warp_matrix_is_the_reference_interpolation(bias, phase):
+    mel = np.random.default_rng(2).normal(size=(3, 7, 64))
+    warp = np.asarray(A.freq_warp_matrix(64, jnp.float32(bias), jnp.float32(phase)), np.float64)
+    np.testing.assert_allclose(mel @ warp.T, _reference_warp(mel, bias, phase), atol=2e-5)
+    if bias == 0.0:
+        np.testing.assert_allclose(warp, np.eye(64), atol=1e-6)
+
+
+def test_freq_distortion_draws_one_warp_per_batch_within_the_bias():
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 5, 32)), jnp.float32)
+    key = jax.random.key(9)
+    out = np.asarray(jax.jit(lambda k: A.freq_distortion(k, x, 0.03))(key))
+    k_bias, k_phase = jax.random.split(key)
+    bias, phase = 0.03 * float(jax.random.uniform(k_bias, ())), float(jax.random.uniform(k_phase, ()))
+    assert 0.0 <= bias <= 0.03
+    np.testing.assert_allclose(out, _reference_warp(np.asarray(x, np.float64), bias, phase), atol=2e-5)
+    with pytest.raises(ConfigError, match="max_bias"):
+        A.freq_distortion(key, x, 0.2)
+
+
+def test_two_views_share_shift_and_mixup_but_not_the_label_free_draw():
+    from experiments.sed import augment as sed_augment
+
+    segments = sed_augment.batch_segments((6, 3, 3))
+    feats, strong, weak = _sed_batch()
+    kwargs = dict(frame_shift_sigma=4.0, mixup_prob=1.0, filter_augment=True, freq_distortion=0.03)
+    one = sed_augment.make_augment(segments, **kwargs)
+    two = sed_augment.make_augment(segments, two_views=True, **kwargs)
+    key = jax.random.key(5)
+    s1, t1, y1, w1 = jax.jit(one.pair)(key, feats, strong, weak)
+    s2, t2, y2, w2 = jax.jit(two.pair)(key, feats, strong, weak)
+    np.testing.assert_array_equal(np.asarray(s1), np.asarray(t1))          # one view: the teacher sees it too
+    for a, b in ((s1, s2), (y1, y2), (w1, w2)):                             # the student's view is unchanged
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.allclose(np.asarray(s2), np.asarray(t2))
+    # the one-network call is the pair's student view
+    call = jax.jit(one)(key, feats, strong, weak)
+    np.testing.assert_array_equal(np.asarray(call[0]), np.asarray(s1))

@@ -235,3 +235,40 @@ def test_bad_config_names_the_key():
         dataclasses.replace(F.PASST_32K, fmax=20000.0)
     with pytest.raises(ConfigError, match="win_length"):
         F.log_mel(np.zeros(100, np.float32), F.AST_16K)
+
+
+# ----------------------------------------------------------------------------- train-time mel jitter
+
+def test_jittered_bank_is_the_kaldi_bank_at_the_drawn_edges():
+    """PaSST's train-time jitter (Transformer4SED): fmin + U{0..9}, fmax + 1000 - U{0..1999} Hz."""
+    cfg = dataclasses.replace(F.PASST_32K, fmin_aug_range=10, fmax_aug_range=2000)
+    edges = set()
+    for seed in range(4):
+        key = jax.random.key(seed)
+        k_min, k_max = jax.random.split(key)
+        fmin = int(jax.random.randint(k_min, (), 0, 10))
+        fmax = 15000 + 1000 - int(jax.random.randint(k_max, (), 0, 2000))
+        assert 0 <= fmin <= 9 and 14001 <= fmax <= 16000
+        edges.add((fmin, fmax))
+        ours = np.asarray(jax.jit(lambda k: F.jittered_mel_filterbank(k, cfg))(key))
+        ref = ref_kaldi_bank(cfg.n_mels, cfg.n_fft, cfg.sample_rate, float(fmin), float(fmax))
+        np.testing.assert_allclose(ours, ref, rtol=2e-4, atol=2e-5)
+    assert len(edges) > 1
+
+
+def test_log_mel_jitters_only_when_given_a_key():
+    cfg = dataclasses.replace(F.PASST_32K, fmin_aug_range=10, fmax_aug_range=2000)
+    wave = np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32)
+    fixed = np.asarray(F.log_mel(wave, cfg))
+    np.testing.assert_array_equal(fixed, np.asarray(F.log_mel(wave, F.PASST_32K)))
+    jittered = np.asarray(F.log_mel(wave, cfg, jax.random.key(1)))
+    assert jittered.shape == fixed.shape and not np.allclose(jittered, fixed)
+    # no range, no jitter, key or not
+    np.testing.assert_array_equal(np.asarray(F.log_mel(wave, F.PASST_32K, jax.random.key(1))), fixed)
+
+
+def test_jitter_ranges_are_checked():
+    with pytest.raises(ConfigError, match="fmax_aug_range"):
+        dataclasses.replace(F.PASST_32K, fmax=16000.0, fmax_aug_range=2000)
+    with pytest.raises(ConfigError, match="fmin_aug_range"):
+        dataclasses.replace(F.PASST_32K, fmin_aug_range=0)

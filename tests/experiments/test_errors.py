@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from experiments import registry
 from experiments import run as run_cli
 from experiments.pmam.prototypes import Prototypes, load_labels
 from jaxaudio.errors import CheckpointError
@@ -337,3 +338,35 @@ def test_the_paper_preset_without_passt_weights_is_refused(tmp_path, capsys):
     assert run_cli.main(["--exp=pmam", "--preset=paper", "--workdir", str(workdir), "--print_config",
                          "--config.model.allow_random_init=True"]) == 0
     assert "allow_random_init: true" in capsys.readouterr().out
+
+
+def test_a_folder_without_the_real_strong_subset_trains_on_synthetic_strong_rows(tmp_path):
+    """The AudioSet-strong subset is optional (a set mixed from your own banks has none): the
+    strong rows then all come from the synthetic subset, and the run says so."""
+    from experiments.sed import data as sed_data
+    from experiments.sed.task import SEDData
+
+    config = registry.load_config("pmam", "tiny")
+    config.data.data_dir = str(tmp_path)
+    assert config.data.train_strong_real == "strong_real" and config.batch.strong_real > 0
+    (tmp_path / "audio/train/strong_label_real").mkdir(parents=True)
+    kept = config.copy_and_resolve_references()
+    sed_data.resolve_strong_real(kept)
+    assert kept.data.train_strong_real == "strong_real" and kept.batch.strong_real == config.batch.strong_real
+    (tmp_path / "audio/train/strong_label_real").rmdir()
+    import logging
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("jaxaudio.data")
+    logger.addHandler(handler)
+    try:
+        sed_data.resolve_strong_real(config)
+    finally:
+        logger.removeHandler(handler)
+    assert any("has no strong_real subset" in line for line in lines)
+    assert (config.data.train_strong_real, config.batch.strong_real, config.batch.pretrain_strong_real) == ("", 0, 0)
+    counts = SEDData(config, config.model.frames).finetune_counts()
+    assert counts == {"synthetic_train": config.batch.strong, "weak": config.batch.weak,
+                      "unlabeled": config.batch.unlabeled}

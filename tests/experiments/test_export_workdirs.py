@@ -145,10 +145,10 @@ def test_int8_keeps_metric(crnn):
 # ---------------------------------------------------------------------------------------- PMAM
 def pmam_training_path(exported, waveforms):
     from experiments.pmam.model import frontend_config, mel_frames
+    from experiments.pmam.system import detect
 
-    config = exported["config"]
-    out = exported["teacher"].sed_forward(mel_frames(waveforms, frontend_config(config), config.model.frames),
-                                          train=False)
+    config = exported["config"]   # the evaluation's decode: fusion, temperature, weak mask as configured
+    out = detect(config)(exported["teacher"], mel_frames(waveforms, frontend_config(config), config.model.frames))
     return {k: np.asarray(out[k]) for k in ("strong", "weak")}
 
 
@@ -157,7 +157,9 @@ def test_pmam_workdir_is_a_finished_run(pmam):
     for stage in ("finetune1", "finetune2", "evaluation"):
         assert stages.is_done(os.path.join(workdir, stage)), stage
     assert run_record.load(workdir)[:2] == ("pmam", "smoke")
-    assert f"finetune2 teacher, step {pmam['config'].stages.finetune2.steps}" in pmam["model"].source
+    # the stage keeps its best validated checkpoint (select="best"), which export reads
+    best = stages.read_done(os.path.join(workdir, "finetune2"))["best_checkpoint_step"]
+    assert f"finetune2 teacher, step {best}" in pmam["model"].source
 
 
 def test_pmam_float32_matches_training_path_within_1e4(pmam):

@@ -18,7 +18,8 @@ def test_temperature_and_weak_mask_follow_the_reference_decode():
     model.eval()
     audio = np.random.default_rng(0).normal(0, 0.1, (2, int(config.data.clip_seconds * config.data.sample_rate)))
     batch = {"audio": audio.astype(np.float32)}
-    plain = pmam.predict(config)(model, batch)  # the tiny preset: temperature 1, no mask
+    config.eval.temperature, config.eval.weak_mask = 1.0, False
+    plain = pmam.predict(config)(model, batch)  # temperature 1, no mask
 
     config.eval.temperature, config.eval.weak_mask = 0.5, True
     masked = pmam.predict(config)(model, batch)

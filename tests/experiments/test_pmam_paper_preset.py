@@ -29,9 +29,9 @@ from experiments.sed import augment as sed_augment
 from jaxaudio.audio import augment as audio_augment
 from jaxaudio.models.pmam import PMAM
 from jaxaudio.nn.masking import block_mask, masked_block_count
-from jaxaudio.train.optim import DEFAULT_LABEL, FROZEN, group_labels, make_lr_schedule, make_optimizer
-from jaxaudio.train.sharding import path_to_str
+from jaxaudio.train.optim import FROZEN, make_lr_schedule, make_optimizer
 from jaxaudio.train.teachers import ema_alpha
+from tests.experiments.optimizer_groups import assignment, expect
 
 EPOCH = 263                       # 1578 weak clips // 6 per batch (ref src/preprocess/dataset.py:190-195)
 DESED = {"weak": 1578, "strong_real": 3463, "synthetic": 10000, "unlabeled": 14412}
@@ -53,34 +53,6 @@ def params():
     """The paper network's parameters as shapes only."""
     model = nnx.eval_shape(lambda: PMAM(model_config(paper()), rngs=nnx.Rngs(0)))
     return nnx.state(model, nnx.Param)
-
-
-def assignment(stage, params) -> dict[str, tuple[str, float, float]]:
-    """path -> (group label, lr, weight decay) as the trainer's optimizer sees the stage."""
-    labels = group_labels(params, list(stage.groups), dict(stage.default_group))
-    settings = {g["name"]: g for g in stage.groups}
-    out = {}
-    for path, label in jax.tree_util.tree_flatten_with_path(labels)[0]:
-        if label == FROZEN:
-            out[path_to_str(path)] = (FROZEN, 0.0, 0.0)
-            continue
-        group = dict(stage.default_group) if label == DEFAULT_LABEL else {**stage.default_group, **settings[label]}
-        out[path_to_str(path)] = (label, float(group["lr"]), float(group.get("weight_decay", 0.0)))
-    return out
-
-
-def expect(table: dict[str, tuple[str, float, float]], pattern: str, lr: float, wd: float | None = None):
-    """Every path matching ``pattern`` trains at ``lr`` (0: frozen) with weight decay ``wd``."""
-    hits = {p: v for p, v in table.items() if re.search(pattern, p)}
-    assert hits, f"no parameter path matches {pattern!r}"
-    for path, (label, got_lr, got_wd) in hits.items():
-        if lr == 0.0:
-            assert label == FROZEN, f"{path}: expected frozen, in group {label!r} at lr {got_lr}"
-        else:
-            assert got_lr == pytest.approx(lr, rel=1e-12), f"{path}: lr {got_lr} in {label!r}, expected {lr}"
-            if wd is not None:
-                assert got_wd == pytest.approx(wd, rel=1e-12), f"{path}: weight decay {got_wd}, expected {wd}"
-    return hits
 
 
 BLOCKS_0_7 = r"^encoder/blocks/[0-7]/"
@@ -191,9 +163,9 @@ def test_finetune1_trains_the_heads_only(stages, params):
 def test_finetune2_groups(stages, params):
     """ref finetune2.yaml:96-111, step_lr 4: blocks 8-11 and PaSST's final norm at 2x (setting.py:46-65)."""
     t = assignment(stages["finetune2"], params)
-    expect(t, BLOCKS_8_11, 1.5e-5, 1e-4)
+    expect(t, BLOCKS_8_11 + r".*(kernel|bias|scale)$", 1.5e-5, 1e-4)   # the adapters are merged and frozen (row 21)
     expect(t, FINAL_NORM, 1.5e-5, 1e-4)
-    expect(t, BLOCKS_0_7, 7.5e-6, 1e-4)
+    expect(t, BLOCKS_0_7 + r".*(kernel|bias|scale)$", 7.5e-6, 1e-4)
     expect(t, r"^encoder/(patch_embed|cls_token|dist_token|freq_pos_embed|time_pos_embed|token_pos_embed)", 7.5e-6,
            1e-4)
     expect(t, CNN, 1.5e-4, 1e-4)
@@ -288,11 +260,11 @@ def test_mixup_and_frame_shift():
 
 
 class _Spy:
-    """Records make_augment's keywords and builds the real function."""
+    """Records the keywords SEDAugment is built with and builds the real one."""
 
     def __init__(self):
         self.calls = []
-        self.real = sed_augment.make_augment
+        self.real = sed_augment.SEDAugment
 
     def __call__(self, segments, **kwargs):
         self.calls.append((segments, kwargs))
@@ -302,7 +274,7 @@ class _Spy:
 @pytest.fixture
 def augment_spy(monkeypatch):
     spy = _Spy()
-    monkeypatch.setattr(sed_augment, "make_augment", spy)
+    monkeypatch.setattr(sed_augment, "SEDAugment", spy)
     return spy
 
 
@@ -312,6 +284,7 @@ def test_the_stages_hand_filter_augment_to_the_augment(augment_spy):
     pmam.pretrain_loss_fn(c, fe, np.zeros((30, 768), np.float32))
     for name in ("finetune1", "finetune2"):
         pmam.finetune_loss_fn(c, fe, name)
+    assert len(augment_spy.calls) == 3
     for _segments, kwargs in augment_spy.calls:
         assert sed_augment.filter_augment_kwargs(kwargs["filter_augment"]) == PAPER_FILTER
         assert kwargs["frame_shift_sigma"] == 90.0
@@ -321,7 +294,7 @@ def test_pretrain_loss_mixes_as_the_reference(augment_spy):
     c = paper()
     pmam.pretrain_loss_fn(c, frontend_config(c), np.zeros((30, 768), np.float32))
     (segments, kwargs), = augment_spy.calls
-    assert segments == []   # the whole batch; the pseudo labels ride as the strong targets
+    assert list(segments) == []   # the whole batch; the pseudo labels ride as the strong targets
     assert (kwargs["mixup_prob"], kwargs.get("mixup_alpha"), kwargs.get("mixup_beta")) == (0.5, 0.2, 0.2)
 
 
@@ -329,6 +302,7 @@ def test_finetune_loss_mixes_as_the_reference(augment_spy):
     c = paper()
     for name in ("finetune1", "finetune2"):
         pmam.finetune_loss_fn(c, frontend_config(c), name)
+    assert len(augment_spy.calls) == 2
     for _segments, kwargs in augment_spy.calls:
         assert (kwargs.get("mixup_alpha"), kwargs.get("mixup_beta")) == (10.0, 0.5)
         assert kwargs.get("mixup_per_batch") is True and tuple(kwargs.get("mixup_segments")) == (0, 1)
@@ -355,7 +329,7 @@ class _Stop(Exception):
 def test_pretrain_loss_hides_81_of_100_blocks(monkeypatch):
     c = paper()
     frames, seen = c.model.frames, {}
-    monkeypatch.setattr(pmam, "mel_frames", lambda audio, fe, n: jnp.zeros((1, n, c.model.n_mels)))
+    monkeypatch.setattr(pmam, "mel_frames", lambda audio, fe, n, key=None: jnp.zeros((1, n, c.model.n_mels)))
 
     def spy(*args, **kwargs):
         seen["mask"] = block_mask(*args, **kwargs)
@@ -397,29 +371,35 @@ def test_lora_and_deliberate_differences():
 
 # ----------------------------------------------------------------------------- rows not matched yet
 
-@pytest.mark.xfail(strict=True, reason="sed_recipes.md row 1: no AudioSet-strong real subset "
-                                       "(audio/train/strong_label_real) in DEFAULT_LAYOUT; strong = synthetic only")
 def test_row1_real_strong_subset():
+    """DESED layout of AudioSet-strong; pre-training reads it for its strong rows (ref post_pretrain.yaml:98-99),
+    fine-tuning 4 of its clips + 2 synthetic (finetune1.yaml:12)."""
+    from experiments.sed.task import SEDData
     from jaxaudio.data.sed.desed import DEFAULT_LAYOUT
 
-    assert any(spec.audio_dir == "audio/train/strong_label_real" for spec in DEFAULT_LAYOUT.values())
+    c = paper()
+    spec = DEFAULT_LAYOUT[c.data.train_strong_real]
+    assert (spec.audio_dir, spec.strong_tsv) == ("audio/train/strong_label_real", "metadata/train/audioset_strong.tsv")
+    data = SEDData(c, c.model.frames)
+    assert data.pretrain_counts() == {"strong_real": 6, "synthetic_train": 0, "weak": 6, "unlabeled": 12}
+    assert data.finetune_counts() == {"strong_real": 4, "synthetic_train": 2, "weak": 6, "unlabeled": 6}
+    # real and synthetic rows form one strong segment (mixup, strong BCE), as the reference stacks them
+    b = c.batch
+    assert sed_augment.batch_segments((b.strong, b.weak, b.unlabeled)) == [(0, 6), (6, 12), (12, 18)]
 
 
-@pytest.mark.xfail(strict=True, reason="sed_recipes.md row 5: pre-training trains PaSST's base kernels, patch "
-                                       "embed, positions and tokens; the reference only the LoRA of blocks 9-12 "
-                                       "and the final norm")
 def test_row5_pretrain_trains_only_lora_and_final_norm(stages, params):
     t = assignment(stages["round1/pretrain"], params)
     expect(t, BLOCKS_8_11 + r".*(kernel|bias|scale)$", 0.0)
     expect(t, r"^encoder/(patch_embed|cls_token|dist_token|freq_pos_embed|time_pos_embed|token_pos_embed)", 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="sed_recipes.md row 8: no frequency distortion (sinusoidal warp, bias "
-                                       "~U(0, 0.03)); expected as stages.<name>.freq_distortion = 0.03")
 def test_row8_frequency_distortion():
+    """choice[3] in every stage, bias ~ U(0, 0.03) (ref post_pretrain.yaml:28, finetune*.yaml; data_aug.py:127-131)."""
     c = paper()
     for name in ("pretrain", "finetune1", "finetune2"):
         assert c.stages[name].get("freq_distortion") == 0.03
+        assert sed_augment.stage_augment(c.stages[name], frontend_config(c)).freq_distortion == 0.03
 
 
 def _fake_sed_model(seen, key, stop=False):
@@ -444,12 +424,10 @@ def _finetune_batch(c, rows, strong_rows, weak_rows):
             "has_weak": jnp.asarray([i < strong_rows + weak_rows for i in range(rows)])}
 
 
-@pytest.mark.xfail(strict=True, reason="sed_recipes.md row 9: student and teacher see the same augmented input; "
-                                       "the reference draws the label-free augmentation twice (n_transform: 2)")
 def test_row9_student_and_teacher_get_their_own_draw(monkeypatch):
     c = paper()
     c.stages.finetune2.mixup_prob = 0.0   # label mixing is drawn once in the reference too; off for speed
-    monkeypatch.setattr(pmam, "mel_frames", lambda audio, fe, n: audio)
+    monkeypatch.setattr(pmam, "mel_frames", lambda audio, fe, n, key=None: audio)
     loss = pmam.finetune_loss_fn(c, frontend_config(c), "finetune2", segments=[(0, 2), (2, 4), (4, 6)])
     seen = {}
     with pytest.raises(_Stop):
@@ -474,15 +452,13 @@ def test_row12_weak_bce_on_the_weak_subset_only(monkeypatch):
     batch = _finetune_batch(c, 2, 1, 1)
     batch.update(weak=jnp.asarray(np.stack([s_weak, w_weak])), has_strong=jnp.asarray([s_has_strong, w_has_strong]),
                  has_weak=jnp.asarray([s_has_weak, w_has_weak]))
-    monkeypatch.setattr(pmam, "mel_frames", lambda audio, fe, n: audio)
+    monkeypatch.setattr(pmam, "mel_frames", lambda audio, fe, n, key=None: audio)
     loss = pmam.finetune_loss_fn(c, frontend_config(c), "finetune2", segments=[(0, 1), (1, 2)])
     _, aux = loss(_fake_sed_model({}, "s"), batch, jax.random.key(0), _fake_sed_model({}, "t"), 0)
     reference = float(jnp.mean(binary_cross_entropy(jnp.full((10,), 0.8), jnp.asarray(w_weak))))
     assert float(aux["weak_bce"]) == pytest.approx(reference, rel=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="sed_recipes.md row 13: round 2 warm-starts from round 1; the reference "
-                                       "restarts every iteration from the PaSST checkpoint (post_pretrain.yaml:3)")
 def test_row13_each_round_restarts_from_passt(stages):
     assert stages["round1/pretrain"].init_from is None
     assert stages["round2/pretrain"].init_from is None
@@ -493,30 +469,48 @@ def test_row14_finetuning_stages_select_their_best_epoch(stages):
         assert stages[name].select == "best" and stages[name].eval_every == EPOCH
 
 
-@pytest.mark.xfail(strict=True, reason="sed_recipes.md row 14: pre-training keeps its last checkpoint; the reference "
-                                       "selects the epoch of the best validation pseudo-label BCE")
 def test_row14_pretraining_selects_its_best_epoch(stages):
+    """The lowest validation pseudo-label BCE wins (ref recipes/desed/pmam/main.py:184-206)."""
+    from experiments.pmam.validation import PseudoLabelBCE
+
     for name in ("round1/pretrain", "round2/pretrain"):
-        assert stages[name].select == "best" and stages[name].eval_every == EPOCH
+        stage = stages[name]
+        assert stage.select == "best" and stage.eval_every == EPOCH
+        assert stage.validation.mode == "min" and stage.validation.keys == ("audio", "gamma")
+        assert PseudoLabelBCE.primary_metric == "pseudo_bce"
 
 
-@pytest.mark.xfail(strict=True, reason="sed_recipes.md row 18: no train-time mel jitter (ref "
-                                       "passt_feature_extraction.py:66-71, fmin_aug_range 10, fmax_aug_range 2000)")
 def test_row18_mel_jitter():
     fe = frontend_config(paper())
     assert (getattr(fe, "fmin_aug_range", None), getattr(fe, "fmax_aug_range", None)) == (10, 2000)
 
 
-@pytest.mark.xfail(strict=True, reason="sed_recipes.md row 21: fine-tuning keeps and trains the LoRA adapters; the "
-                                       "reference fine-tunes merged weights")
 def test_row21_finetuning_has_no_lora_adapters(stages, params):
+    """Fine-tuning starts from merged PaSST weights and trains no adapters (loralib merges on eval;
+    ref passt_lora.py:122)."""
+    from jaxaudio.nn.lora import merge_adapters
+
+    assert stages["finetune1"].start_edit is merge_adapters and stages["finetune2"].start_edit is None
     for name in ("finetune1", "finetune2"):
         t = assignment(stages[name], params)
         assert all(label == FROZEN for p, (label, _, _) in t.items() if re.search(r"lora_(a|b)$", p))
 
 
-@pytest.mark.xfail(strict=True, reason="sed_recipes.md row 22: GMM reg 1e-4 on <= 200k frames; the reference "
-                                       "pycave full covariance, reg 1e-6, ~1M+ frames")
-def test_row22_gmm_fit():
+def test_row22_gmm_fit(monkeypatch):
+    """pycave GaussianMixture(covariance_type="full") defaults: k-means init, regularisation 1e-6,
+    100 epochs, tolerance 1e-3 (ref recipes/desed/pmam/gmm.py)."""
+    from experiments.pmam import prototypes as protos
+
     p = paper().pretrain
-    assert p.gmm_reg_covar == 1e-6 and p.max_gmm_frames >= 1_000_000
+    assert (p.gmm_kind, p.gmm_init, p.gmm_reg_covar, p.gmm_max_iter) == ("gmm", "kmeans", 1e-6, 100)
+    assert p.max_gmm_frames >= 1_000_000
+    seen = {}
+
+    def spy(x, config, mesh=None):
+        seen["config"] = config
+        raise _Stop
+
+    monkeypatch.setattr(protos.gmm_lib, "fit_gmm", spy)
+    with pytest.raises(_Stop):
+        protos.fit_prototypes(np.zeros((100, 4), np.float32), p, 30, 0)
+    assert (seen["config"].init, seen["config"].reg_covar, seen["config"].tol) == ("kmeans", 1e-6, 1e-3)

@@ -87,7 +87,9 @@ def test_stage_one_trains_only_the_heads_from_the_pretrained_weights(finished):
     for path, value in jax.tree_util.tree_leaves_with_path(ft2):
         if not np.array_equal(np.asarray(value), np.asarray(dict(jax.tree_util.tree_leaves_with_path(ft1))[path])):
             changed_2.add(jax.tree_util.keystr(path))
-    assert changed_1 and all(any(h in n for h in ("classifier", "at_pool", "at_class_head")) for n in changed_1)
+    # stage 1's head group: out_norm too, as the reference's (sed_recipes.md row 16)
+    assert changed_1 and all(any(h in n for h in ("classifier", "at_pool", "at_class_head", "out_norm"))
+                             for n in changed_1)
     assert any("encoder" in n for n in changed_2) and any("context" in n for n in changed_2)
     assert not any("fusion_weight" in n for n in changed_2)
 
@@ -139,3 +141,28 @@ def test_interrupted_run_continues_from_its_stage_and_step(data_dir, tmp_path):
     assert "fitting gmm" not in log
     assert os.path.getmtime(workdir / "round1" / "prototypes" / stages.DONE) == proto_done
     assert stages.is_done(str(workdir / "evaluation"))
+
+
+def test_pretraining_keeps_the_epoch_of_lowest_validation_pseudo_label_bce(finished):
+    """The smoke preset validates pre-training (as the paper preset, sed_recipes.md row 14): every
+    validation is logged, the lowest BCE's checkpoint is the stage's result, and fine-tuning
+    starts from it."""
+    from jaxaudio.train.log import read_metrics
+
+    config, workdir, _ = finished
+    path = os.path.join(workdir, "round1/pretrain")
+    evals = [r for r in read_metrics(os.path.join(path, "metrics.jsonl"), split="eval")]
+    assert len(evals) == config.stages.pretrain.steps // config.stages.pretrain.eval_every
+    scores = {int(r["step"]): r["student/pseudo_bce"] for r in evals}
+    assert all(0.0 < v < 1.0 for v in scores.values())   # a BCE of soft targets, each prototype a probability
+    best = stages.read_done(path)["best_checkpoint_step"]
+    assert scores[best] == min(scores.values())
+    selected = _restore(config, workdir, "round1/pretrain").params
+    with Checkpointer(os.path.join(path, "checkpoints"), async_save=False) as ckpt:
+        assert best in ckpt.all_steps()
+    ft1 = _restore(config, workdir, "finetune1").params
+    # what stage 1 froze is the selected pre-training checkpoint's
+    frozen = [p for p, _ in jax.tree_util.tree_leaves_with_path(selected) if "encoder" in jax.tree_util.keystr(p)]
+    flat_sel = dict(jax.tree_util.tree_leaves_with_path(selected))
+    flat_ft1 = dict(jax.tree_util.tree_leaves_with_path(ft1))
+    assert frozen and all(np.array_equal(np.asarray(flat_sel[p]), np.asarray(flat_ft1[p])) for p in frozen)

@@ -294,3 +294,22 @@ def test_lora_param_groups_train_only_adapters():
     for (path, old), newv in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(new)):
         changed = not np.array_equal(np.asarray(old), np.asarray(newv))
         assert changed == is_lora_path(path_to_str(path)), path_to_str(path)
+
+
+def test_merge_adapters_folds_them_into_the_kernels_and_keeps_the_function():
+    from jaxaudio.nn.lora import merge_adapters
+
+    model = tiny_model(lora_rank=4, lora_alpha=2.0)
+    for i, blk in enumerate(model.blocks):
+        for lin in (blk.attention.query, blk.attention.key, blk.attention.value, blk.attention.out,
+                    blk.mlp.fc_in, blk.mlp.fc_out):
+            lin.lora_b[...] = 0.1 * jax.random.normal(key(40 + i), lin.lora_b.shape)
+    x = mel()
+    before = np.asarray(final(model, x))
+    expected_kernel = np.asarray(model.blocks[0].attention.query.merged_kernel())
+    assert merge_adapters(model) == 6 * TINY.depth
+    np.testing.assert_allclose(np.asarray(final(model, x)), before, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(model.blocks[0].attention.query.kernel[...]), expected_kernel, rtol=1e-6)
+    assert all(not np.any(np.asarray(blk.attention.query.lora_b[...])) for blk in model.blocks)
+    # a base model with the merged kernels computes the same: the adapters are out of the picture
+    np.testing.assert_allclose(np.asarray(final(base_copy(model), x)), before, atol=1e-4)

@@ -10,7 +10,7 @@ both sides), as for the ViT in ``test_study.py``:
   (XLA on CPU all-reduces and slices instead of reduce-scattering, so AR + RS is compared);
 * DP x FSDP: also the all-reduce of each gradient shard over ``data``, ``S / f``.
 
-Five things about PMAM's masked-audio-model step change ``G`` and add traffic:
+Six things about PMAM's masked-audio-model step change ``G`` and add traffic:
 
 1. Unread heads. ``mam_forward`` never reads the SED heads (``classifier``,
    ``at_class_head``); their gradients are constant zeros and nothing is reduced for them.
@@ -29,6 +29,10 @@ Five things about PMAM's masked-audio-model step change ``G`` and add traffic:
 5. Random donor frames. ``replacement_plan`` draws frames from the whole global batch, so the
    step all-gathers the fused frames ``(B, T, decoder_dim)`` and all-reduces their gradient:
    ``B x T x decoder_dim`` floats each way (B the global batch), whenever n > 1.
+6. Mixup partners. Pre-training mixes the whole batch with its pseudo labels (p 0.5, as the
+   reference; the coin is traced, so both branches are in the program): each row's partner may
+   live on another device, so the step all-gathers the log-mel input ``(B, T, n_mels)`` and the
+   pseudo labels ``(B, T, K)``, inputs without gradients, whenever n > 1.
 
 With the tiny preset's width of 64, only two parameters reach ``DEFAULT_MIN_SIZE`` (2**14
 elements) and are sharded by FSDP: the patch embedding and the last CNN kernel.
@@ -100,9 +104,12 @@ def closed_form(case, config, shape):
             s += size * (2 if re.search(INNER_CONV, name) else 1)
             if size // fsdp >= study.SMALL_BYTES:
                 s_shard += size // fsdp
-    donors = case.per_device_batch * data * fsdp * frames * dec * F32
+    batch = case.per_device_batch * data * fsdp
+    donors = batch * frames * dec * F32
+    mixup = batch * frames * (config.model.n_mels + config.model.n_prototypes) * F32 \
+        if config.stages.pretrain.get("mixup_prob", 0.0) > 0 else 0
     reduce = g + donors + (s_shard if data > 1 and fsdp > 1 else 0)
-    return {"reduce": reduce, "all-gather": s + donors}
+    return {"reduce": reduce, "all-gather": s + donors + mixup}
 
 
 def check(case, config, point):

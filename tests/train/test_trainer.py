@@ -269,3 +269,29 @@ def test_select_best_without_validation_is_refused():
         train_stage("a", select="best")
     with pytest.raises(ConfigError, match="select='first'"):
         train_stage("a", eval_every=5, select="first")
+
+
+def test_start_edit_changes_student_and_teacher_once_at_the_hand_over(tmp_path):
+    """A stage's ``start_edit`` runs on the weights it starts from (student and its new teacher), not later."""
+    calls = []
+
+    def double(model):
+        calls.append(1)
+        model.dense.kernel.value = 2.0 * model.dense.kernel.value
+
+    stage_list = [train_stage("a", steps=10),
+                  train_stage("b", steps=1, lr=0.0, init_from="a", ema=1.0, start_edit=double)]
+    system = make_system(stage_list)
+    Trainer(system, config(), str(tmp_path)).run()
+    trainer = Trainer(system, config(), str(tmp_path))
+    _, state_a, _ = trainer.model_of("a")
+    _, state_b, _ = trainer.model_of("b")
+
+    def kernel(params):
+        return np.asarray(params["dense"]["kernel"].value)
+
+    np.testing.assert_allclose(kernel(state_b.params), 2.0 * kernel(state_a.params), rtol=1e-6)
+    np.testing.assert_allclose(kernel(state_b.teacher["params"]), 2.0 * kernel(state_a.params), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(state_b.params["dense"]["bias"].value),
+                                  np.asarray(state_a.params["dense"]["bias"].value))
+    assert calls   # traced inside jit

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Sequence
 
 from jaxaudio.audio.io import SUPPORTED_EXTENSIONS
-from jaxaudio.errors import DataFormatError
+from jaxaudio.errors import ConfigError, DataFormatError
+
+_logger = logging.getLogger(__name__)
 
 DESED_CLASSES = (
     "Alarm_bell_ringing",
@@ -39,6 +42,7 @@ CLASSES_FILE = "metadata/classes.txt"
 STRONG_COLUMNS = ("filename", "onset", "offset", "event_label")
 WEAK_COLUMNS = ("filename", "event_labels")
 DURATION_COLUMNS = ("filename", "duration")
+MISSING_AUDIO = ("error", "skip")  # SubsetSpec.missing_audio
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,13 @@ class SubsetSpec:
     durations tsv (or, without that file, of the audio folder), as DESED_task and
     sed_scores_eval count them: a clip that the strong tsv does not list has no events, and
     its detections are false positives.
+
+    missing_audio: what a tsv row naming an audio file that is not in `audio_dir` means.
+    "error" (the default) raises a DataFormatError naming the row. "skip" drops those clips
+    and logs one warning per load (the tsv, how many, the first few names): for training
+    subsets downloaded from YouTube, where some clips are always gone (DESED's AudioSet-strong
+    set lists 3470 clips, 7 of which cannot be downloaded). A scored subset cannot skip: its
+    clips are what PSDS counts.
     """
 
     name: str
@@ -57,6 +68,15 @@ class SubsetSpec:
     weak_tsv: str | None = None
     durations_tsv: str | None = None
     scored: bool = False
+    missing_audio: str = "error"
+
+    def __post_init__(self):
+        if self.missing_audio not in MISSING_AUDIO:
+            raise ConfigError(f"SubsetSpec {self.name!r}: missing_audio {self.missing_audio!r} is not one of "
+                              f"{MISSING_AUDIO}")
+        if self.scored and self.missing_audio != "error":
+            raise ConfigError(f"SubsetSpec {self.name!r}: a scored subset must have every listed clip "
+                              "(missing_audio='error')")
 
 
 DEFAULT_LAYOUT: dict[str, SubsetSpec] = {
@@ -64,6 +84,14 @@ DEFAULT_LAYOUT: dict[str, SubsetSpec] = {
         "synthetic_train",
         "audio/train/synthetic21_train/soundscapes",
         strong_tsv="metadata/train/synthetic21_train/soundscapes.tsv",
+    ),
+    # DESED's AudioSet-strong ("real strong") training clips; the built-in set writes a
+    # synthetic stand-in with other recording conditions (jaxaudio.data.synth.desed).
+    "strong_real": SubsetSpec(
+        "strong_real",
+        "audio/train/strong_label_real",
+        strong_tsv="metadata/train/audioset_strong.tsv",
+        missing_audio="skip",
     ),
     "weak": SubsetSpec("weak", "audio/train/weak", weak_tsv="metadata/train/weak.tsv"),
     "unlabeled": SubsetSpec("unlabeled", "audio/train/unlabel_in_domain"),
@@ -272,6 +300,14 @@ def list_audio(folder: os.PathLike | str) -> list[str]:
     )
 
 
+def _warn_missing(tsv: Path, audio_dir: Path, absent: list[str], listed: int, shown: int = 5) -> None:
+    """One warning for the clips a training tsv lists whose audio is not there."""
+    names = ", ".join(repr(name) for name in absent[:shown])
+    more = f" and {len(absent) - shown} more" if len(absent) > shown else ""
+    _logger.warning("%s: %d of its %d clips have no audio file in %s and are skipped: %s%s",
+                    tsv, len(absent), listed, audio_dir, names, more)
+
+
 def _scored_clips(root: Path, spec: SubsetSpec, on_disk: set[str], durations, rows) -> list[str]:
     """Every clip of a scored subset: the durations tsv's, each with its audio file, and no
     audio file without a duration; without a durations tsv, the audio folder's."""
@@ -299,8 +335,9 @@ def load_subset(
     of its audio folder when it has none; clips its strong tsv does not list have no events.
     Otherwise, with a strong or weak tsv, the subset is exactly the clips that the tsv lists
     (extra audio files are ignored); without one, every audio file of the folder, unlabelled.
-    Every clip a tsv lists must exist in the audio folder, and a durations tsv must cover
-    every clip of the subset.
+    Every clip a tsv lists must exist in the audio folder (with ``spec.missing_audio ==
+    "skip"``, those that do not are left out, with one warning), and a durations tsv must
+    cover every clip of the subset.
     """
     root = Path(root)
     audio_dir = root / spec.audio_dir
@@ -310,14 +347,21 @@ def load_subset(
         strong, strong_rows = _strong_with_rows(root / spec.strong_tsv, classes)
     if spec.weak_tsv:
         weak, weak_rows = _weak_with_rows(root / spec.weak_tsv, classes)
-    for tsv, rows in ((spec.strong_tsv, strong_rows), (spec.weak_tsv, weak_rows)):
-        for filename, row in rows.items():
-            if filename not in on_disk:
-                raise DataFormatError(
-                    root / tsv,
-                    f"references audio file {str(audio_dir / filename)!r}, which does not exist",
-                    row=row,
-                )
+    for tsv, rows, labels in ((spec.strong_tsv, strong_rows, strong), (spec.weak_tsv, weak_rows, weak)):
+        absent = [filename for filename in rows if filename not in on_disk]
+        if not absent:
+            continue
+        if spec.missing_audio == "skip":
+            for filename in absent:
+                del labels[filename]
+            _warn_missing(root / tsv, audio_dir, absent, len(rows))
+            continue
+        filename = absent[0]
+        raise DataFormatError(
+            root / tsv,
+            f"references audio file {str(audio_dir / filename)!r}, which does not exist",
+            row=rows[filename],
+        )
     durations, duration_rows = None, {}
     if spec.durations_tsv and (not spec.scored or (root / spec.durations_tsv).is_file()):
         durations, duration_rows = _durations_with_rows(root / spec.durations_tsv)

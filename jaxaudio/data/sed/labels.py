@@ -58,6 +58,19 @@ def median_filter(probs: np.ndarray, windows: int | Sequence[int]) -> np.ndarray
     return out
 
 
+def max_filter(probs: np.ndarray, windows: int | Sequence[int]) -> np.ndarray:
+    """Class-wise maximum filter over time (scipy.ndimage's, edges mirrored): Transformer4SED's
+    ``filter_type: max`` post-processing, which MAT-SED reports PSDS2 with (it widens detections,
+    which PSDS2's cross-trigger-tolerant scenario rewards). `windows` as in ``median_filter``."""
+    probs = np.asarray(probs)
+    if probs.ndim != 2:
+        raise ShapeError(f"max_filter: expected probs of shape (time, classes), got {probs.shape}")
+    out = np.empty_like(probs)
+    for k, w in enumerate(_class_windows(windows, probs.shape[1])):
+        out[:, k] = probs[:, k] if w == 1 else ndimage.maximum_filter(probs[:, k], size=w, mode="reflect")
+    return out
+
+
 class FrameLabelEncoder:
     """Maps (onset, offset, label) events and weak label sets to float32 targets on a frame grid."""
 

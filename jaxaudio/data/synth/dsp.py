@@ -145,3 +145,45 @@ def trim(x: np.ndarray, sample_rate: int, threshold_db: float = -40.0, frame_s: 
     frames = np.sqrt(np.mean(np.square(x[: n_frames * hop].reshape(n_frames, hop)), axis=1))
     loud = np.flatnonzero(frames >= frames.max() * 10 ** (threshold_db / 20))
     return x[loud[0] * hop: min(len(x), (loud[-1] + 1) * hop)]
+
+
+def reverb_tail(rng: np.random.Generator, sample_rate: int, rt60_s: float) -> np.ndarray:
+    """A room's response after the direct sound: unit energy, decaying 60 dB in `rt60_s`.
+
+    A few discrete early reflections (3 to 40 ms) and an exponentially decaying noise tail
+    whose highs are damped (air and wall absorption). Convolve a dry sound with
+    ``delta + 10**(-drr_db / 20) * tail`` for a direct-to-reverberant ratio of drr_db.
+    """
+    n = max(2, int(rt60_s * sample_rate))
+    t = np.arange(n) / sample_rate
+    pre_delay = rng.uniform(0.003, 0.012)
+    late = rng.standard_normal(n) * 10.0 ** (-3.0 * t / rt60_s) * (t >= pre_delay)
+    late = band_filter(late, sample_rate, 0.0, rng.uniform(2500.0, 6000.0), rng.uniform(-3.0, 0.0))
+    early = np.zeros(n)
+    for _ in range(int(rng.integers(3, 9))):
+        delay = rng.uniform(0.003, 0.04)
+        at = min(n - 1, int(delay * sample_rate))
+        early[at] += rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.0) * 10.0 ** (-3.0 * delay / rt60_s)
+
+    def unit(x):
+        return x / np.sqrt(np.sum(x ** 2) + 1e-20)
+
+    return unit(unit(late) + rng.uniform(0.3, 1.0) * unit(early))
+
+
+def reverberate(x: np.ndarray, tail: np.ndarray, drr_db: float, length: int | None = None) -> np.ndarray:
+    """x through ``delta + 10**(-drr_db/20) * tail``: the direct sound, then the room's tail
+    ringing on for len(tail) - 1 samples; cut to `length` samples when given."""
+    wet = np.zeros(len(x) + len(tail) - 1)
+    wet[:len(x)] = x
+    wet += 10.0 ** (-drr_db / 20.0) * sps.fftconvolve(x, tail)
+    return wet if length is None else wet[:length]
+
+
+def channel_gain(freqs: np.ndarray, lo_hz: float, hi_hz: float, slope_db_per_octave: float,
+                 peak_hz: float, peak_db: float) -> np.ndarray:
+    """Amplitude response of a consumer microphone and recording chain: band limit with soft
+    edges (half an octave), a tilt re 1 kHz and one presence peak (an octave wide)."""
+    gain = band_gain(freqs, lo_hz, hi_hz, slope_db_per_octave, edge_octaves=0.5)
+    bump = band_gain(freqs, peak_hz / np.sqrt(2.0), peak_hz * np.sqrt(2.0), 0.0, edge_octaves=0.5)
+    return gain * (1.0 + (10.0 ** (peak_db / 20.0) - 1.0) * bump)

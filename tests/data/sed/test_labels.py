@@ -122,3 +122,16 @@ def test_median_filter_wrong_shape_names_expected_and_got():
     with pytest.raises(ShapeError, match=r"\(4, 2\), got \(4, 3\)"):
         encoder.decode_strong(np.zeros((4, 3)))
     assert issubclass(ShapeError, ValueError)  # callers catching ValueError still do
+
+
+def test_max_filter_widens_each_class_by_its_own_window():
+    """Hand-worked: a one-frame blip becomes the window's width, edges mirrored as scipy does."""
+    from jaxaudio.data.sed.labels import max_filter
+
+    probs = np.zeros((7, 2))
+    probs[3, 0] = probs[3, 1] = 0.9
+    probs[0, 1] = 0.4
+    out = max_filter(probs, (3, 5))
+    np.testing.assert_array_equal(out[:, 0], [0, 0, 0.9, 0.9, 0.9, 0, 0])
+    np.testing.assert_array_equal(out[:, 1], [0.4, 0.9, 0.9, 0.9, 0.9, 0.9, 0])
+    np.testing.assert_array_equal(max_filter(probs, 1), probs)

@@ -128,3 +128,42 @@ def test_psds_with_event_free_clips_equals_sed_scores_eval_on_the_same_clips(tmp
     without_unlisted = intersection_based.psds({c: frames[c] for c in listed}, {c: truth[c] for c in listed},
                                                {c: SECONDS for c in listed}, **PSDS1)[0]
     assert abs(without_unlisted - reference["psds1"]) > 1e-3
+
+
+def test_max_filter_psds2_is_sed_scores_evals_psds2_of_max_filtered_scores(tmp_path):
+    """MAT-SED's PSDS2 post-processing: the evaluator's psds2_max_filter equals sed_scores_eval's
+    PSDS2 of the scores after scipy's class-wise maximum filter (windows 3 and 9 frames)."""
+    from scipy import ndimage
+
+    from jaxaudio.evaluators.sed import SEDEvaluator
+
+    rng = np.random.default_rng(1)
+    names = [f"clip{i:02d}.wav" for i in range(20)]
+    truth = {n[:-4]: [] for n in names}
+    for i in range(20):
+        onset = round(float(rng.uniform(0, 6)), 3)
+        truth[names[i][:-4]].append((onset, round(onset + float(rng.uniform(0.5, 2.0)), 3), DESED_CLASSES[i % 10]))
+    rows = [f"{n}\t{on}\t{off}\t{label}" for n in names for on, off, label in truth[n[:-4]]]
+    _layout(tmp_path, names, rows, [(n, SECONDS) for n in names])
+    encoder = FrameLabelEncoder(DESED_CLASSES, SECONDS, FRAMES)
+    source = ClipSource(load_subset(tmp_path, SPEC), SR, int(SR * SECONDS), encoder, cache=False)
+    scores = {}
+    for clip, events in truth.items():
+        logits = 2.0 * (2 * encoder.encode_strong(events) - 1) + rng.normal(0, 1.5, (FRAMES, len(DESED_CLASSES)))
+        scores[clip] = (1 / (1 + np.exp(-logits))).astype(np.float32)
+    windows = (3, 9) * 5
+
+    def predict(batch):
+        ids = [source.records[i].clip_id if i >= 0 else None for i in batch["index"]]
+        stacked = np.stack([scores[c] if c else np.zeros((FRAMES, 10), np.float32) for c in ids])
+        return {"strong": stacked, "index": batch["index"]}
+
+    metrics = SEDEvaluator(lambda: source, 8, windows, max_filter_psds2=True).run(predict)
+    widened = {c: np.stack([ndimage.maximum_filter(s[:, k], size=windows[k], mode="reflect") for k in range(10)], 1)
+               for c, s in scores.items()}
+    timestamps = encoder.timestamps()
+    frames = {c: create_score_dataframe(s, timestamps, list(DESED_CLASSES)) for c, s in widened.items()}
+    reference = intersection_based.psds(frames, truth, {c: SECONDS for c in truth}, **PSDS2)[0]
+    assert 0.02 < reference < 0.98
+    assert abs(metrics["psds2_max_filter"] - reference) <= 1e-6
+    assert metrics["psds2_max_filter"] != metrics["psds2"]

@@ -1,0 +1,224 @@
+"""The SED recipe's claims on the built-in set: MAT-SED with vs without masked-reconstruction
+pre-training, with vs without global-local fusion; PMAM tiny before vs after the recipe fixes of
+``spec/sed_recipes.md``; CRNN, PMAM and MAT-SED side by side. Same data, same labelled budget,
+several seeds, PSDS1 and PSDS2, mean ± std and paired per-seed differences.
+
+    python benchmarks/sed_ablations.py                         # every arm, seeds 0 1 2 (hours on 2 cores)
+    python benchmarks/sed_ablations.py --arms pmam pmam_before --seeds 0
+    python benchmarks/sed_ablations.py --report                # the table from the runs finished so far
+    python benchmarks/sed_ablations.py --dry-run               # each run's stages and workdir, nothing trained
+
+Every arm is a System's ``tiny`` preset run through the trainer (as ``experiments/run.py``), in
+its own workdir under ``--root``; a finished run is skipped and a stopped one resumes, so the
+benchmark can be run arm by arm over several sessions. The report reads every finished run under
+``--root`` and writes ``benchmarks/results/sed_ablations.{json,md}``: a comparison appears once
+both of its arms have finished for at least one common seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from experiments import registry  # noqa: E402
+from jaxaudio.train import run_record, stages as stage_files, trainer  # noqa: E402
+
+METRICS = ("validation/teacher/psds1", "validation/teacher/psds2", "eval/teacher/psds1", "eval/teacher/psds2")
+
+
+def _set(section, key, value):
+    """``section[key] = value`` even when the type changes (ConfigDict refuses that in place)."""
+    if key in section:
+        del section[key]
+    section[key] = value
+
+
+def pmam_before_fixes(c) -> None:
+    """PMAM's tiny preset as it was measured before the recipe fixes (jaxaudio at ce08faf): one
+    5-frame median window, no weak mask, temperature 1; the DCASE FilterAugment, mixup Beta(0.2, 0.2)
+    with a coin per source and every source mixed, no pre-training mixup, no frequency distortion,
+    one view for student and teacher; a sigmoid stage-2 ramp; clip losses over every labelled clip;
+    last checkpoints; out_norm and mask_token outside the head group; round 2 warm-started; 80 of
+    100 masked blocks; the GMM from k-means++ seeds with reg 1e-4; synthetic strong rows only."""
+    p, f1, f2 = c.stages.pretrain, c.stages.finetune1, c.stages.finetune2
+    c.pretrain.gmm_init, c.pretrain.gmm_reg_covar = "kmeans++", 1e-4
+    c.pretrain.mask_reference_count, c.pretrain.restart_rounds = False, False
+    p.groups = (("heads", r"^(mlm_hidden|mlm_out|at_pool|at_prototype_head)/", 1e-3, 1e-4),)
+    p.frame_shift_sigma, p.mixup_prob, p.freq_distortion, p.eval_every, p.select = 10.0, 0.0, 0.0, 0, "last"
+    _set(p, "filter_augment", True)
+    f1.groups = (("heads", r"^(classifier|at_pool|at_class_head)/", 2e-3, 1e-4),)
+    f2.groups = (("encoder", r"^encoder/", 1e-3, 1e-4), ("heads", r"^(classifier|at_pool|at_class_head)/", 2e-3, 1e-4))
+    f2.rampup = "sigmoid"
+    for f in (f1, f2):
+        f.frame_shift_sigma, f.freq_distortion, f.two_views = 10.0, 0.0, False
+        f.mixup_alpha, f.mixup_beta, f.mixup_coin = 0.2, 0.2, "segment"
+        f.mixup_sources = ("strong", "weak", "unlabeled")
+        _set(f, "filter_augment", True)
+        f.weak_subset_only, f.eval_every, f.select = False, 0, "last"
+    c.data.train_strong_real = ""
+    c.batch.pretrain_strong_real, c.batch.strong_real = 0, 0
+    _set(c.eval, "median_window", 5)
+    c.eval.weak_mask, c.eval.temperature = False, 1.0
+
+
+def no_matsed_pretraining(c) -> None:
+    c.pretrain.enabled = False
+
+
+def global_local(c) -> None:
+    """The paper's windows in seconds at tiny's 25 frames/s: 5.12 s windows (128 frames), steps
+    of 0.49 s for the stage-2 teacher and 0.31 s at inference (12 and 8 frames)."""
+    c.model.global_local.window, c.model.global_local.teacher_step, c.model.global_local.eval_step = 128, 12, 8
+
+
+# arm -> (experiment, edit of its tiny config or None)
+ARMS = {
+    "crnn": ("crnn", None),
+    "pmam": ("pmam", None),
+    "pmam_before": ("pmam", pmam_before_fixes),
+    "matsed": ("matsed", None),
+    "matsed_no_pretrain": ("matsed", no_matsed_pretraining),
+    "matsed_global_local": ("matsed", global_local),
+}
+# (name, arm, baseline, what the paper claims)
+COMPARISONS = (
+    ("MAT-SED pre-training", "matsed", "matsed_no_pretrain", "masked-reconstruction pre-training helps"),
+    ("MAT-SED global-local fusion", "matsed_global_local", "matsed", "global-local fusion helps"),
+    ("PMAM recipe fixes", "pmam", "pmam_before", "the authors' recipe helps"),
+    ("PMAM vs CRNN", "pmam", "crnn", "PMAM beats the CRNN baseline"),
+    ("MAT-SED vs CRNN", "matsed", "crnn", "MAT-SED beats the CRNN baseline"),
+)
+
+
+def arm_config(arm: str, seed: int, root: str, preset: str = "tiny"):
+    exp, edit = ARMS[arm]
+    config = registry.load_config(exp, preset)
+    if edit is not None:
+        edit(config)
+    config.seed = seed
+    return exp, config, os.path.join(root, f"{arm}_seed{seed}")
+
+
+def run_arm(arm: str, seed: int, args) -> dict:
+    exp, config, workdir = arm_config(arm, seed, args.root, args.preset)
+    system = registry.load(exp)
+    if system.finalize_config is not None:
+        system.finalize_config(config)
+    run_record.save(workdir, exp, args.preset, config)
+    started = time.time()
+    final = trainer.run(system, config, workdir)
+    return {"arm": arm, "seed": seed, "seconds": time.time() - started, **{k: final[k] for k in METRICS}}
+
+
+def finished_runs(root: str) -> list[dict]:
+    """Every finished run under ``root`` (its evaluation done), with its final metrics and time."""
+    rows = []
+    for arm in ARMS:
+        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            if not name.startswith(f"{arm}_seed") or not name[len(arm) + 5:].isdigit():
+                continue
+            workdir = os.path.join(root, name)
+            if not stage_files.is_done(os.path.join(workdir, "evaluation")):
+                continue
+            with open(os.path.join(workdir, "metrics.json")) as f:
+                summary = json.load(f)
+            rows.append({"arm": arm, "seed": int(name[len(arm) + 5:]),
+                         "minutes": summary.get("total_wall_seconds", 0.0) / 60.0,
+                         **{k: summary["final_eval"][k] for k in METRICS}})
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    def stats(values):
+        return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                "values": [float(v) for v in values], "n": len(values)}
+
+    arms = {arm: {k: stats([r[k] for r in rows if r["arm"] == arm]) for k in METRICS}
+            for arm in ARMS if any(r["arm"] == arm for r in rows)}
+    comparisons = []
+    for name, arm, base, claim in COMPARISONS:
+        seeds = sorted({r["seed"] for r in rows if r["arm"] == arm} & {r["seed"] for r in rows if r["arm"] == base})
+        if not seeds:
+            continue
+        entry = {"name": name, "arm": arm, "baseline": base, "claim": claim, "seeds": seeds}
+        for k in ("validation/teacher/psds1", "validation/teacher/psds2", "eval/teacher/psds1"):
+            pick = {s: {r["arm"]: r[k] for r in rows if r["seed"] == s and r["arm"] in (arm, base)} for s in seeds}
+            diffs = [pick[s][arm] - pick[s][base] for s in seeds]
+            entry[k] = {"differences": diffs, "mean": float(np.mean(diffs)),
+                        "better_in": int(sum(d > 0 for d in diffs))}
+        comparisons.append(entry)
+    return {"arms": arms, "comparisons": comparisons}
+
+
+def markdown(result: dict) -> str:
+    s = result["summary"]
+    lines = ["# SED ablations on the built-in set (tiny presets)", "",
+             "Teacher after fine-tuning stage 2; mean ± sample std over the seeds that finished; PSDS on the "
+             "validation and eval subsets of the built-in set.", "",
+             "| arm | seeds | val PSDS1 | val PSDS2 | eval PSDS1 | eval PSDS2 |", "|---|---|---|---|---|---|"]
+    for arm, m in s["arms"].items():
+        cells = [f"{m[k]['mean']:.3f} ± {m[k]['std']:.3f}" for k in METRICS]
+        lines.append(f"| {arm} | {m[METRICS[0]]['n']} | " + " | ".join(cells) + " |")
+    lines += ["", "| comparison (arm − baseline) | seeds | val PSDS1 per seed | mean | better in | val PSDS2 mean |",
+              "|---|---|---|---|---|---|"]
+    for c in s["comparisons"]:
+        v, v2 = c["validation/teacher/psds1"], c["validation/teacher/psds2"]
+        lines.append(f"| {c['name']}: {c['arm']} − {c['baseline']} | {len(c['seeds'])} | "
+                     f"{', '.join(f'{d:+.3f}' for d in v['differences'])} | {v['mean']:+.3f} | "
+                     f"{v['better_in']} of {len(c['seeds'])} | {v2['mean']:+.3f} |")
+    lines += ["", "| arm | seed | val PSDS1 | eval PSDS1 | minutes |", "|---|---|---|---|---|"]
+    for r in result["runs"]:
+        lines.append(f"| {r['arm']} | {r['seed']} | {r['validation/teacher/psds1']:.3f} | "
+                     f"{r['eval/teacher/psds1']:.3f} | {r['minutes']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def report(args) -> dict:
+    rows = finished_runs(args.root)
+    result = {"benchmark": "sed_ablations", "preset": args.preset, "root": args.root,
+              "load_average": list(os.getloadavg()), "runs": rows, "summary": summarise(rows)}
+    out_dir = os.path.join(ROOT, "benchmarks", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{args.name}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(out_dir, f"{args.name}.md"), "w") as f:
+        f.write(markdown(result))
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--root", default="workdirs/sed_ablations")
+    parser.add_argument("--name", default="sed_ablations", help="result file name under benchmarks/results/")
+    parser.add_argument("--report", action="store_true", help="only write the table of the finished runs")
+    parser.add_argument("--dry-run", action="store_true", help="print each run's stages and workdir; train nothing")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        for seed in args.seeds:
+            for arm in args.arms:
+                exp, config, workdir = arm_config(arm, seed, args.root, args.preset)
+                names = [f"{stage.name} ({stage.steps} steps)" if stage.trains else stage.name
+                         for stage in registry.load(exp).stages(config, workdir)]
+                print(f"{arm} seed {seed}: {workdir}: {', '.join(names)}")
+        return 0
+    if not args.report:
+        for seed in args.seeds:
+            for arm in args.arms:
+                row = run_arm(arm, seed, args)
+                print(f"{arm} seed {seed}: val PSDS1 {row['validation/teacher/psds1']:.4f} "
+                      f"({row['seconds'] / 60:.1f} min)", flush=True)
+    print(markdown(report(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

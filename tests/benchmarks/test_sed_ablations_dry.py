@@ -1,0 +1,53 @@
+"""benchmarks/sed_ablations.py: every arm resolves through the registry (``--dry-run``), the
+"before" arm is the tiny preset as it was measured, and the report pairs seeds correctly."""
+import json
+import os
+
+from benchmarks import sed_ablations as bench
+from jaxaudio.train import stages as stage_files
+
+
+def test_dry_run_lists_every_arm(tmp_path, capsys):
+    assert bench.main(["--dry-run", "--seeds", "3", "--root", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" seed")[0] for line in lines] == list(bench.ARMS)
+    by_arm = dict(zip(bench.ARMS, lines))
+    assert by_arm["matsed_no_pretrain"].endswith(": finetune1 (150 steps), finetune2 (800 steps)")
+    assert by_arm["matsed"].split(": ")[-1].startswith("pretrain (400 steps)")
+    assert "round2/pretrain" in by_arm["pmam"] and "round2/pretrain" in by_arm["pmam_before"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_before_arm_is_the_earlier_tiny_recipe():
+    _, before, _ = bench.arm_config("pmam_before", 0, "r")
+    _, after, _ = bench.arm_config("pmam", 0, "r")
+    assert before.eval.median_window == 5 and (before.eval.weak_mask, before.eval.temperature) == (False, 1.0)
+    assert after.eval.weak_mask and after.eval.temperature == 0.5 and len(after.eval.median_window) == 10
+    f = before.stages.finetune2
+    assert (f.mixup_alpha, f.mixup_beta, f.rampup, f.filter_augment, f.two_views) == (0.2, 0.2, "sigmoid", True, False)
+    assert before.batch.strong_real == 0 and after.batch.strong_real > 0
+    # sizes are untouched by the edit
+    assert before.model.to_json() == after.model.to_json()
+    assert before.stages.finetune2.steps == after.stages.finetune2.steps
+
+
+def test_report_pairs_finished_runs_by_seed(tmp_path):
+    def finished(arm, seed, psds1):
+        workdir = tmp_path / f"{arm}_seed{seed}"
+        os.makedirs(workdir / "evaluation")
+        stage_files.mark_done(str(workdir / "evaluation"), {})
+        metrics = {k: psds1 for k in bench.METRICS}
+        (workdir / "metrics.json").write_text(json.dumps({"final_eval": metrics, "total_wall_seconds": 60.0}))
+
+    finished("pmam", 0, 0.5)
+    finished("pmam_before", 0, 0.4)
+    finished("pmam", 1, 0.6)          # no baseline for seed 1: not paired
+    os.makedirs(tmp_path / "pmam_seed2")   # unfinished: ignored
+    rows = bench.finished_runs(str(tmp_path))
+    assert sorted((r["arm"], r["seed"]) for r in rows) == [("pmam", 0), ("pmam", 1), ("pmam_before", 0)]
+    summary = bench.summarise(rows)
+    (fixes,) = [c for c in summary["comparisons"] if c["name"] == "PMAM recipe fixes"]
+    assert fixes["seeds"] == [0]
+    assert abs(fixes["validation/teacher/psds1"]["mean"] - 0.1) < 1e-12
+    assert summary["arms"]["pmam"]["validation/teacher/psds1"]["n"] == 2
+    assert "| pmam | 2 |" in bench.markdown({"summary": summary, "runs": rows})
