@@ -5,6 +5,7 @@ DESED classes; `ensure_dataset` builds it once and reuses it while the config is
 """
 from jaxaudio.data.synth.cache import ensure_dataset
 from jaxaudio.data.synth.desed import (
+    BUILTIN_SUBSETS,
     DEFAULT,
     PRESETS,
     SMALL,
@@ -19,6 +20,6 @@ from jaxaudio.data.synth.sources import CLASSES, make_source
 from jaxaudio.data.synth.stats import event_statistics
 
 __all__ = [
-    "CLASSES", "DEFAULT", "PRESETS", "SMALL", "SUBSETS", "Event", "RenderedClip", "SynthConfig",
+    "BUILTIN_SUBSETS", "CLASSES", "DEFAULT", "PRESETS", "SMALL", "SUBSETS", "Event", "RenderedClip", "SynthConfig",
     "ensure_dataset", "event_statistics", "generate", "make_source", "render_clip",
 ]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxaudio.data.synth.desed import SUBSETS
+from jaxaudio.data.synth.desed import BUILTIN_SUBSETS
 from jaxaudio.data.synth.sources import CLASSES
 
 
@@ -17,7 +17,7 @@ def event_statistics(root) -> dict:
     """
     root = Path(root)
     stats = {}
-    for plan in SUBSETS:
+    for plan in BUILTIN_SUBSETS:
         path = root / (plan.strong_tsv or "")
         if not plan.strong_tsv or not path.is_file():
             continue
