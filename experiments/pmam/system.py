@@ -209,35 +209,33 @@ def pretrain_stage(config, workdir: str, data: task.SEDData, round_index: int, p
                 VALIDATION_LABELS: (len(source), config.model.frames, mcfg.n_prototypes)})[VALIDATION_LABELS]
             return pmam_validation.PseudoLabelBCE(source, labels, config.batch.eval)
 
-        class _Forward:
-            fn = None
-
-            def __call__(self, model, batch):
-                if self.fn is None:
-                    self.fn = pmam_validation.forward_fn(config, fe, prototypes_and_labels()["fitted"].prototypes)
-                return self.fn(model, batch)
-
-        return StageValidation(evaluator=evaluator, forward=_Forward(), keys=("audio", "gamma"), mode="min")
-
-    class _Loss:
-        """Built on first call, so the prototypes are read only when the stage trains."""
-
-        fn = None
-
-        def __call__(self, *args, **kwargs):
-            if self.fn is None:
-                self.fn = pretrain_loss_fn(config, fe, prototypes_and_labels()["fitted"].prototypes)
-            return self.fn(*args, **kwargs)
+        forward = _built_on_first_call(
+            lambda: pmam_validation.forward_fn(config, fe, prototypes_and_labels()["fitted"].prototypes))
+        return StageValidation(evaluator=evaluator, forward=forward, keys=("audio", "gamma"), mode="min")
 
     name = pretrain_name(round_index)
     # pretrain.restart_rounds: every round trains a fresh network (PaSST from its checkpoint) on the
     # new prototypes, as the reference's iterations do (ref post_pretrain.yaml:3; row 13); else it
     # continues from the previous round's weights.
     start = None if config.pretrain.get("restart_rounds", False) else previous
-    return Stage(name, loss=_Loss(), batches=lambda: data.mixed_batches(counts, config.seed + 100 * round_index),
+    loss = _built_on_first_call(lambda: pretrain_loss_fn(config, fe, prototypes_and_labels()["fitted"].prototypes))
+    return Stage(name, loss=loss, batches=lambda: data.mixed_batches(counts, config.seed + 100 * round_index),
                  batch_keys=("audio", "gamma"), prepare=prepare, init_from=start, validation=validation(),
                  **stage_fields(config.stages.pretrain, "stages.pretrain", extra_groups=FROZEN_IN_STAGE["pretrain"],
                                 loop_defaults=_loop_defaults(config)))
+
+
+def _built_on_first_call(build):
+    """A function that is ``build()``'s result, built when first called: the pre-training stage's
+    loss and validation pass read the round's prototypes only when the stage trains."""
+    built = []
+
+    def call(*args, **kwargs):
+        if not built:
+            built.append(build())
+        return built[0](*args, **kwargs)
+
+    return call
 
 
 def finetune_stage(config, data: task.SEDData, index: int, previous: str | None) -> Stage:

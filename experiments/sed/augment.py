@@ -63,7 +63,7 @@ def filter_augment_kwargs(setting: Any) -> dict | None:
 
 
 def mixup_options(stage_cfg: Mapping[str, Any], counts: Sequence[int] | None = None) -> dict:
-    """``make_augment``'s mixup keywords from a stage config; a key the stage lacks keeps today's value.
+    """``SEDAugment``'s mixup keywords from a stage config; a key the stage lacks keeps today's value.
 
     Stage keys: ``mixup_alpha`` / ``mixup_beta`` (lambda ~ Beta(alpha, beta); 0.2, 0.2),
     ``mixup_coin`` ("segment": each source its own coin, as before; "batch": one coin for the
@@ -97,6 +97,16 @@ class SEDAugment:
     ``two_views``, the label-free part once per network, as the reference's ``n_transform: 2``
     (ref recipes/desed/finetune/train.py:82, src/preprocess/data_aug.py feature_transformation);
     without it the teacher sees the student's input.
+
+    segments: the row ranges of each source in the batch; mixup stays inside a segment so
+    labelled and unlabelled rows never blend. No segments: the whole batch is one (PMAM's
+    pre-training mixes its whole batch, pseudo labels passed as ``strong``).
+    mixup: each mixed segment draws its own lambda ~ Beta(mixup_alpha, mixup_beta) and partner
+    permutation; ``mixup_per_batch`` tosses one coin (probability ``mixup_prob``) for the batch
+    instead of one per segment (ref ``recipes/desed/finetune/train.py:78-80``);
+    ``mixup_segments``: the indices of the segments mixed (None: all).
+    filter_augment: False, True (DCASE defaults) or a mapping (see ``filter_augment_kwargs``).
+    freq_distortion: the largest bias of the sinusoidal frequency warp (0: off; reference 0.03).
     """
 
     def __init__(self, segments, *, frame_shift_sigma: float, mixup_prob: float, filter_augment: Any,
@@ -111,8 +121,10 @@ class SEDAugment:
         self.units_per_db = units_per_db
         self.freq_distortion, self.two_views = float(freq_distortion), bool(two_views)
 
-    def labelled(self, k_shift, k_mix, feats, strong, weak):
-        """Frame shift and mixup: what changes the labels too."""
+    def labelled(self, key, feats, strong, weak):
+        """Frame shift and mixup, what changes the labels too -> (key of the label-free view, feats,
+        strong, weak)."""
+        k_shift, k_mix, k_view = jax.random.split(key, 3)
         if self.frame_shift_sigma > 0:
             feats, strong = augment.frame_shift(k_shift, feats, strong, self.frame_shift_sigma)
         if self.mixup_prob > 0:
@@ -128,7 +140,7 @@ class SEDAugment:
                                          beta=self.mixup_beta, prob=prob)
                 parts.append(part)
             feats, strong, weak = (jnp.concatenate(p, axis=0) for p in zip(*parts))
-        return feats, strong, weak
+        return k_view, feats, strong, weak
 
     def view(self, key, feats):
         """Frequency distortion, then FilterAugment (the reference's order): labels unchanged."""
@@ -139,32 +151,14 @@ class SEDAugment:
         return feats
 
     def __call__(self, key, feats, strong, weak):
-        k_shift, k_mix, k_view = jax.random.split(key, 3)
-        feats, strong, weak = self.labelled(k_shift, k_mix, feats, strong, weak)
+        k_view, feats, strong, weak = self.labelled(key, feats, strong, weak)
         return self.view(k_view, feats), strong, weak
 
     def pair(self, key, feats, strong, weak):
-        k_shift, k_mix, k_view = jax.random.split(key, 3)
-        feats, strong, weak = self.labelled(k_shift, k_mix, feats, strong, weak)
+        k_view, feats, strong, weak = self.labelled(key, feats, strong, weak)
         student = self.view(k_view, feats)
         teacher = self.view(jax.random.fold_in(k_view, 2), feats) if self.two_views else student
         return student, teacher, strong, weak
-
-
-def make_augment(segments: list[tuple[int, int]], **options) -> SEDAugment:
-    """``SEDAugment(segments, **options)``.
-
-    segments: the row ranges of each source in the batch; mixup stays inside a segment so
-    labelled and unlabelled rows never blend. No segments: the whole batch is one (PMAM's
-    pre-training mixes its whole batch, pseudo labels passed as ``strong``).
-    mixup: each mixed segment draws its own lambda ~ Beta(mixup_alpha, mixup_beta) and partner
-    permutation; ``mixup_per_batch`` tosses one coin (probability ``mixup_prob``) for the batch
-    instead of one per segment (ref ``recipes/desed/finetune/train.py:78-80``);
-    ``mixup_segments``: the indices of the segments mixed (None: all).
-    filter_augment: False, True (DCASE defaults) or a mapping (see ``filter_augment_kwargs``).
-    freq_distortion: the largest bias of the sinusoidal frequency warp (0: off; reference 0.03).
-    """
-    return SEDAugment(segments, **options)
 
 
 def stage_augment(stage_cfg: Mapping[str, Any], fe: features.FrontEndConfig, segments=(),

@@ -178,7 +178,7 @@ def test_bad_arguments_name_the_parameter():
 
 
 # ----------------------------------------------------------------------------- the SED recipes' batch augment
-# experiments/sed/augment.make_augment: its defaults must reproduce, bit for bit, what the CRNN and the PMAM
+# experiments/sed/augment.SEDAugment: its defaults must reproduce, bit for bit, what the CRNN and the PMAM
 # tiny/smoke presets ran before the mixup and FilterAugment knobs existed (the function as it was, below).
 
 def _make_augment_before_knobs(segments, *, frame_shift_sigma, mixup_prob, filter_augment, units_per_db=1.0):
@@ -216,7 +216,7 @@ def test_sed_make_augment_defaults_are_bit_identical_to_before(kwargs):
 
     segments = sed_augment.batch_segments((6, 3, 3))
     batch = _sed_batch()
-    now = jax.jit(sed_augment.make_augment(segments, **kwargs))
+    now = jax.jit(sed_augment.SEDAugment(segments, **kwargs))
     before = jax.jit(_make_augment_before_knobs(segments, **kwargs))
     for seed in range(6):
         key = jax.random.key(seed)
@@ -229,7 +229,7 @@ def test_sed_make_augment_filter_mapping_reaches_filter_augment():
 
     feats, strong, weak = _sed_batch()
     setting = {"db_range": (-26.0, 26.0), "n_bands": (2, 5), "min_bw": 4, "mode": "step"}
-    fn = sed_augment.make_augment([], frame_shift_sigma=0.0, mixup_prob=0.0, filter_augment=setting, units_per_db=0.5)
+    fn = sed_augment.SEDAugment([], frame_shift_sigma=0.0, mixup_prob=0.0, filter_augment=setting, units_per_db=0.5)
     key = jax.random.key(4)
     out = fn(key, feats, strong, weak)[0]
     k_filter = jax.random.split(key, 3)[2]
@@ -259,7 +259,7 @@ def test_sed_mixup_only_the_named_segments_and_one_coin_per_batch():
     options = sed_augment.mixup_options({"mixup_alpha": 2.0, "mixup_beta": 2.0, "mixup_coin": "batch",
                                          "mixup_sources": ("strong", "weak")}, counts)
     assert options == {"mixup_alpha": 2.0, "mixup_beta": 2.0, "mixup_per_batch": True, "mixup_segments": (0, 1)}
-    fn = jax.jit(sed_augment.make_augment(segments, frame_shift_sigma=0.0, mixup_prob=0.5, filter_augment=False,
+    fn = jax.jit(sed_augment.SEDAugment(segments, frame_shift_sigma=0.0, mixup_prob=0.5, filter_augment=False,
                                           **options))
     feats, strong, weak = _sed_batch(rows=20)
     outcomes = set()
@@ -280,7 +280,7 @@ def test_sed_mixup_lambda_follows_the_configured_beta():
 
     feats, strong, _ = _sed_batch(rows=2)
     for alpha, beta in ((10.0, 0.5), (0.2, 0.2)):
-        fn = jax.jit(sed_augment.make_augment([(0, 2)], frame_shift_sigma=0.0, mixup_prob=1.0, filter_augment=False,
+        fn = jax.jit(sed_augment.SEDAugment([(0, 2)], frame_shift_sigma=0.0, mixup_prob=1.0, filter_augment=False,
                                               mixup_alpha=alpha, mixup_beta=beta))
         rows = np.array([np.asarray(fn(jax.random.key(s), feats, strong, jnp.eye(2))[2])[0] for s in range(400)])
         lam = rows[rows[:, 1] > 0, 0]
@@ -292,7 +292,7 @@ def test_sed_mixup_without_segments_mixes_the_whole_batch_labels_along():
     """PMAM pre-training: no segments, the pseudo labels ride as ``strong`` and are mixed with the features."""
     from experiments.sed import augment as sed_augment
 
-    fn = jax.jit(sed_augment.make_augment([], frame_shift_sigma=0.0, mixup_prob=1.0, filter_augment=False))
+    fn = jax.jit(sed_augment.SEDAugment([], frame_shift_sigma=0.0, mixup_prob=1.0, filter_augment=False))
     feats, _, weak = _sed_batch(rows=8)
     gamma = jnp.broadcast_to(jnp.arange(8.0)[:, None, None], (8, 10, 3))   # row index as the label
     out_feats, out_gamma, _ = fn(jax.random.key(2), feats, gamma, weak)
@@ -364,8 +364,8 @@ def test_two_views_share_shift_and_mixup_but_not_the_label_free_draw():
     segments = sed_augment.batch_segments((6, 3, 3))
     feats, strong, weak = _sed_batch()
     kwargs = dict(frame_shift_sigma=4.0, mixup_prob=1.0, filter_augment=True, freq_distortion=0.03)
-    one = sed_augment.make_augment(segments, **kwargs)
-    two = sed_augment.make_augment(segments, two_views=True, **kwargs)
+    one = sed_augment.SEDAugment(segments, **kwargs)
+    two = sed_augment.SEDAugment(segments, two_views=True, **kwargs)
     key = jax.random.key(5)
     s1, t1, y1, w1 = jax.jit(one.pair)(key, feats, strong, weak)
     s2, t2, y2, w2 = jax.jit(two.pair)(key, feats, strong, weak)

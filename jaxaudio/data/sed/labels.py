@@ -39,6 +39,17 @@ def _is_whole_positive(w) -> bool:
     return float(w).is_integer() and w >= 1
 
 
+def _class_wise(scipy_filter, name: str, probs, windows) -> np.ndarray:
+    """``scipy_filter`` over time, column by column, each class with its own window (mode 'reflect')."""
+    probs = np.asarray(probs)
+    if probs.ndim != 2:
+        raise ShapeError(f"{name}: expected probs of shape (time, classes), got {probs.shape}")
+    out = np.empty_like(probs)
+    for k, w in enumerate(_class_windows(windows, probs.shape[1])):
+        out[:, k] = probs[:, k] if w == 1 else scipy_filter(probs[:, k], size=w, mode="reflect")
+    return out
+
+
 def median_filter(probs: np.ndarray, windows: int | Sequence[int]) -> np.ndarray:
     """Class-wise median filter over time of `probs` `(time, classes)`: scipy.ndimage's, as the
     DESED baseline and Transformer4SED (``src/codec/decoder.py``) post-process.
@@ -49,26 +60,14 @@ def median_filter(probs: np.ndarray, windows: int | Sequence[int]) -> np.ndarray
     including the edge sample (``... b a | a b c ...``, mode 'reflect'). A bad window is a
     ConfigError; probs that are not 2-d, a ShapeError.
     """
-    probs = np.asarray(probs)
-    if probs.ndim != 2:
-        raise ShapeError(f"median_filter: expected probs of shape (time, classes), got {probs.shape}")
-    out = np.empty_like(probs)
-    for k, w in enumerate(_class_windows(windows, probs.shape[1])):
-        out[:, k] = probs[:, k] if w == 1 else ndimage.median_filter(probs[:, k], size=w, mode="reflect")
-    return out
+    return _class_wise(ndimage.median_filter, "median_filter", probs, windows)
 
 
 def max_filter(probs: np.ndarray, windows: int | Sequence[int]) -> np.ndarray:
     """Class-wise maximum filter over time (scipy.ndimage's, edges mirrored): Transformer4SED's
     ``filter_type: max`` post-processing, which MAT-SED reports PSDS2 with (it widens detections,
     which PSDS2's cross-trigger-tolerant scenario rewards). `windows` as in ``median_filter``."""
-    probs = np.asarray(probs)
-    if probs.ndim != 2:
-        raise ShapeError(f"max_filter: expected probs of shape (time, classes), got {probs.shape}")
-    out = np.empty_like(probs)
-    for k, w in enumerate(_class_windows(windows, probs.shape[1])):
-        out[:, k] = probs[:, k] if w == 1 else ndimage.maximum_filter(probs[:, k], size=w, mode="reflect")
-    return out
+    return _class_wise(ndimage.maximum_filter, "max_filter", probs, windows)
 
 
 class FrameLabelEncoder:
