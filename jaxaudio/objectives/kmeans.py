@@ -28,7 +28,8 @@ class Rows(NamedTuple):
     """Feature rows laid out for chunked, sharded reduction.
 
     x: (n_chunks, chunk, dim) float32, padded with zero rows at the end; sharded on axis 0
-       over the mesh's 'data' axis when a mesh is given.
+       over the mesh's 'data' axis when a mesh is given. chunk ≤ the requested chunk_size,
+       balanced so the padding is less than one row per chunk.
     valid: (n_chunks, chunk) float32, 1 for real rows and 0 for padding, so sums ignore padding.
     n_valid: number of real rows (a Python int).
     """
@@ -62,8 +63,9 @@ def prepare_rows(x: Any, *, mesh=None, chunk_size: int = 2048) -> Rows:
         raise ConfigError(f"chunk_size: must be >= 1, got {chunk_size}")
     shards = data_shards(mesh)
     per_shard = -(-n // shards)
-    chunk = min(chunk_size, per_shard)
-    per_shard = -(-per_shard // chunk) * chunk
+    n_chunks = -(-per_shard // chunk_size)
+    chunk = -(-per_shard // n_chunks)  # balanced: under one padding row per chunk, not a chunk
+    per_shard = n_chunks * chunk
     n_pad = per_shard * shards
     out_sharding = None if mesh is None else NamedSharding(mesh, P(DATA_AXIS))
 

@@ -9,7 +9,7 @@ from sklearn.mixture import GaussianMixture
 
 from jaxaudio.errors import ConfigError
 from jaxaudio.objectives import gmm as G
-from jaxaudio.objectives.kmeans import kmeans, kmeans_plusplus, one_hot_labels
+from jaxaudio.objectives.kmeans import kmeans, kmeans_plusplus, one_hot_labels, prepare_rows
 
 
 def make_mixture(n, means, seed):
@@ -192,3 +192,132 @@ def test_bad_config_and_singular_covariance_raise_config_error():
     flat[:, 2] = 0.0  # a plane in 3-d: singular covariances without regularisation
     with pytest.raises(ConfigError, match="reg_covar"):
         G.fit_gmm(flat, G.GMMConfig(n_components=2, reg_covar=0.0))
+
+
+# --------------------------------------------------------------------------------------------
+# The fast paths: triangle-blocked products and pruning of pairs with γ = 0 in float32
+# --------------------------------------------------------------------------------------------
+
+
+def random_state(k, d, seed, scale=1.0, offset=0.0):
+    """Random weights, means and well-conditioned full covariances (not a fit)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(offset, scale, (k, d))
+    factors = np.eye(d) + rng.normal(0.0, 0.3 / np.sqrt(d), (k, d, d))
+    covs = factors @ np.transpose(factors, (0, 2, 1)) * rng.uniform(0.5, 2.0, (k, 1, 1))
+    prec_chol = np.transpose(np.linalg.inv(np.linalg.cholesky(covs)), (0, 2, 1))
+    weights = rng.dirichlet(np.ones(k))
+    return weights, means, covs, prec_chol
+
+
+def reference_log_prob(x, weights, means, prec_chol):
+    """float64 log π_k N(x | μ_k, Σ_k) as sklearn computes it, (N, K)."""
+    x = np.asarray(x, np.float64)
+    y = np.einsum("nd,kde->nke", x, prec_chol) - np.einsum("kd,kde->ke", means, prec_chol)[None]
+    log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(1)
+    d = x.shape[1]
+    return -0.5 * (d * np.log(2 * np.pi) + (y**2).sum(-1)) + log_det + np.log(weights)
+
+
+@pytest.mark.parametrize("d", [8, 130, 300])
+def test_block_triangular_log_prob_and_bound(d):
+    # 300 dims: 4 column blocks; the data sit far from the origin (float32 cancellation).
+    k = 6
+    weights, means, _, prec_chol = random_state(k, d, seed=d, scale=0.3, offset=20.0)
+    rng = np.random.default_rng(1)
+    x = (means[rng.integers(0, k, 500)] + rng.normal(0.0, 1.0, (500, d))).astype(np.float32)
+    mix = G._mixture(*(jax.numpy.asarray(a, jax.numpy.float32) for a in (weights, means, prec_chol)))
+    ref = reference_log_prob(x, weights, means, prec_chol)
+    dense = np.asarray(G._dense_log_prob(jax.numpy.asarray(x), mix), np.float64)
+    np.testing.assert_allclose(dense, ref, rtol=2e-5, atol=1e-2)
+    # The projected distance is a lower bound: the bound never undercuts the exact log prob.
+    bound = np.asarray(G._bound_log_prob(jax.numpy.asarray(x), mix), np.float64)
+    assert np.all(bound >= ref - 1e-3 * np.abs(ref))
+
+
+def well_separated(n, k, d, seed):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0.0, 2.0, (k, d))
+    labels = rng.integers(0, k, n)
+    x = means[labels] + rng.normal(0.0, 1.0, (n, d)) @ (np.eye(d) + rng.normal(0, 0.1 / np.sqrt(d), (d, d)))
+    return x.astype(np.float32)
+
+
+def test_pruned_em_equals_unpruned_and_skips_most_pairs():
+    # 130 dims (two column blocks), 6 components far apart: nearly every frame has one
+    # component with γ > 0 in float32, so pruning computes ~1 pair per frame, not 6.
+    x = well_separated(3000, 6, 130, seed=4)
+    rows = prepare_rows(x, chunk_size=1000)
+    init = G.kmeans_plusplus(jax.random.PRNGKey(1), x, 6)
+    start = G.initial_state(x, init, chunk_size=1000)
+    params = {p: (start.weights, start.means, start.precisions_cholesky) for p in (True, False)}
+    for _ in range(3):
+        out = {
+            p: G.em_iteration_with_work(rows.x, rows.valid, rows.n_valid, params[p], 1e-6, prune=p)
+            for p in (True, False)
+        }
+        params = {p: out[p][0] for p in out}
+        np.testing.assert_allclose(float(out[True][2]), float(out[False][2]), rtol=1e-6)
+        for a, b in zip(out[True][0], out[False][0]):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(out[True][1]), np.asarray(out[False][1]), atol=1e-5)
+        work = out[True][3]
+        assert float(work["dense_rows"]) == 0.0
+        chunks, tile = rows.x.shape[0], G._tile_rows(rows.x.shape[1], 6)
+        # E and M tiles for ~1 pair per frame, plus a partly filled tile per component and
+        # chunk in each: far from the 6 pairs per frame of the dense path.
+        assert float(work["tiles"]) * tile <= 2 * (1.05 * 3000 + chunks * 6 * tile)
+    # Posteriors of the fitted parameters (pruned E step) against sklearn's float64 formula.
+    weights, means, prec_chol = params[True]
+    state = G.GMMState(weights, means, None, prec_chol, None, None, None)
+    resp = np.asarray(G.predict_proba(state, x, chunk_size=700))
+    log_prob = reference_log_prob(x, *(np.asarray(a, np.float64) for a in params[True]))
+    ref = np.exp(log_prob - log_prob.max(1, keepdims=True))
+    np.testing.assert_allclose(resp, ref / ref.sum(1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(
+        float(G.log_likelihood(state, x)), np.mean(np.log(np.exp(log_prob).sum(1))), rtol=1e-6
+    )
+
+
+def test_pruning_falls_back_to_dense_on_overlapping_components():
+    # 12 components cut out of one Gaussian blob: more than K/4 pairs per frame survive the
+    # bound, so the chunks run densely, with the same result as the unpruned path.
+    rng = np.random.default_rng(7)
+    x = rng.normal(0.0, 1.0, (2000, 64)).astype(np.float32)
+    init = G.kmeans_plusplus(jax.random.PRNGKey(0), x, 12)
+    start = G.initial_state(x, init, reg_covar=1e-3)
+    rows = prepare_rows(x, chunk_size=500)
+    params = (start.weights, start.means, start.precisions_cholesky)
+    pruned = G.em_iteration_with_work(rows.x, rows.valid, rows.n_valid, params, 1e-3, prune=True)
+    plain = G.em_iteration_with_work(rows.x, rows.valid, rows.n_valid, params, 1e-3, prune=False)
+    assert float(pruned[3]["dense_rows"]) == 2000.0
+    np.testing.assert_allclose(float(pruned[2]), float(plain[2]), rtol=1e-6)
+    for a, b in zip(pruned[0], plain[0]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_pruned_sharded_fit_matches_single_device():
+    # 130 dims: two column blocks, and big enough that jaxlib's batched LAPACK Cholesky (used
+    # before) deadlocked in this 8-device host mesh; the fit must finish and agree.
+    mesh = jax.make_mesh((8, 1, 1), ("data", "fsdp", "tensor"))
+    x = well_separated(4003, 5, 130, seed=9)  # ragged shards
+    config = G.GMMConfig(n_components=5, max_iter=3, tol=0.0, chunk_size=256)
+    init = G.kmeans_plusplus(jax.random.PRNGKey(2), x, 5)
+    single = G.fit_gmm(x, config, init_means=init)
+    sharded = G.fit_gmm(x, config, mesh=mesh, init_means=init)
+    assert int(sharded.n_iter) == int(single.n_iter) == 3
+    np.testing.assert_allclose(np.asarray(sharded.means), np.asarray(single.means), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(sharded.weights), np.asarray(single.weights), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sharded.covariances), np.asarray(single.covariances), atol=1e-4)
+    np.testing.assert_allclose(float(sharded.log_likelihood), float(single.log_likelihood), rtol=1e-6)
+    rows = prepare_rows(x, mesh=mesh, chunk_size=256)
+    params = (single.weights, single.means, single.precisions_cholesky)
+    work = G.em_iteration_with_work(rows.x, rows.valid, rows.n_valid, params, 1e-6, mesh=mesh)[3]
+    assert float(work["dense_rows"]) == 0.0 and float(work["tiles"]) > 0
+
+
+def test_prepare_rows_balances_chunks():
+    x = np.zeros((10_001, 3), np.float32)
+    rows = prepare_rows(x, chunk_size=4096)
+    assert rows.x.shape == (3, 3334, 3)  # not 3 x 4096 with 2287 padding rows
+    assert float(rows.valid.sum()) == 10_001
