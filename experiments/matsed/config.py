@@ -62,6 +62,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.model.context_heads = 12        # papers.md §2 context network
     c.model.at_heads = 12             # AT branch: AttentionPooling(768, 12 heads) (ref passt_sed.py at_adapter)
     c.model.passt_checkpoint = ""     # PaSST .pt / .safetensors to start the encoder from
+    # Or a finished stage of another jaxaudio run whose `encoder` has these sizes (e.g. a PMAM run's
+    # WORKDIR/round2/pretrain): the stand-in for AudioSet PaSST where there is none (tiny sizes).
+    c.model.encoder_from = ""
     # The paper starts PaSST from AudioSet weights and freezes it in pre-training and stage 1; without
     # them a run would freeze random weights, so it is refused unless this is set on purpose.
     c.model.allow_random_init = False

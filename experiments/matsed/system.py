@@ -28,11 +28,13 @@ from experiments.pmam.model import frontend_config, mel_frames, vit_config, with
 from experiments.sed import augment as sed_augment
 from experiments.sed import data as sed_data
 from experiments.sed import task
+from jaxaudio.errors import ConfigError
 from jaxaudio.models.matsed import MATSED, matsed_config as network_config, reconstruction_loss
 from jaxaudio.models.pmam import PMAMConfig
 from jaxaudio.nn.masking import block_mask, replacement_plan
 from jaxaudio.train.stage_config import stage_fields
 from jaxaudio.train.system import Stage, System
+from jaxaudio.train.warm_start import load_submodule
 
 PRETRAIN = "pretrain"
 FINAL_STAGE = pmam.FINAL_STAGE   # "finetune2"
@@ -56,8 +58,15 @@ def model_config(config) -> PMAMConfig:
 
 
 def build_model(config) -> MATSED:
-    """A fresh MAT-SED network; its encoder from ``model.passt_checkpoint`` when one is given."""
-    return with_passt_weights(MATSED(model_config(config), rngs=nnx.Rngs(config.seed)), config, "matsed")
+    """A fresh MAT-SED network; its encoder from ``model.passt_checkpoint`` (PyTorch PaSST) or
+    ``model.encoder_from`` (a finished stage of another jaxaudio run) when one is given."""
+    model = with_passt_weights(MATSED(model_config(config), rngs=nnx.Rngs(config.seed)), config, "matsed")
+    source = config.model.get("encoder_from", "")
+    if source:
+        if config.model.passt_checkpoint:
+            raise ConfigError("model.passt_checkpoint and model.encoder_from both name an encoder; pass one")
+        load_submodule(model.encoder, source, ("encoder",))
+    return model
 
 
 # ----------------------------------------------------------------------------- pre-training
@@ -133,4 +142,5 @@ SYSTEM = System(
     finalize_config=pmam.finalize_config,
     inference_model=inference_model,
     predictor=predictor,
+    start_weights=("passt_checkpoint", "encoder_from"),
 )

@@ -355,7 +355,7 @@ def finalize_config(config) -> None:
     """The run's classes from its data; a PaSST-sized run without PaSST weights is refused."""
     sed_data.resolve_data(config)
     m = config.model
-    if not m.passt_checkpoint and not m.allow_random_init:
+    if not m.passt_checkpoint and not m.get("encoder_from", "") and not m.allow_random_init:
         raise ConfigError(
             "model.passt_checkpoint is not set: this preset starts PaSST from AudioSet weights and freezes its "
             "first blocks, which from random weights would freeze noise. Pass "
@@ -379,4 +379,5 @@ SYSTEM = System(
     inference_model=inference_model,
     predictor=predictor,
     scaling_cases=scaling_cases,
+    start_weights=("passt_checkpoint",),
 )

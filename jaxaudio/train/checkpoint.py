@@ -31,6 +31,7 @@ import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 from orbax.checkpoint import checkpoint_managers as policies
@@ -233,6 +234,21 @@ class Checkpointer:
         return dict(extra[_EXTRA].get("metrics") or {})
 
     # --------------------------------------------------------------- restore
+    def read_saved(self, step: int, prefix: tuple[str, ...]) -> dict[tuple[str, ...], Any]:
+        """The arrays of ``step`` whose names start with ``prefix``, as saved (on one device), with
+        no model to restore into: for taking one part of another run's weights. Names are the
+        saved pytree paths (``('params', 'encoder', 'blocks', '0', ..., 'value')``)."""
+        if step not in self.all_steps():
+            raise CheckpointError(f"{self.directory}: no checkpoint for step {step} (have {self.all_steps()})")
+        metadata = self._manager.item_metadata(step)[_STATE]
+        saved = _flatten_metadata(dict(getattr(metadata, "tree", metadata)))
+        # numpy leaves restore as numpy: no jax arrays, so this works inside a jit trace (a model
+        # being built for its shapes) too
+        wanted = {k: np.empty(tuple(m.shape), m.dtype) for k, m in saved.items()}
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(_nest(wanted))}))[_STATE]
+        return {k: _lookup(restored, k) for k in saved if k[:len(prefix)] == prefix}
+
     def restore(self, abstract_state: TrainState, step: Optional[int] = None,
                 only: Optional[tuple[str, ...]] = None) -> tuple[TrainState, Any]:
         """Restore ``step`` (default latest) into the layout of ``abstract_state``.

@@ -130,7 +130,10 @@ class System:
     inference_model(config, workdir, *, export) -> ``jaxaudio.export.InferenceModel`` from a
     trained workdir (``export=True``: the export form of the graph);
     predictor(config, workdir) -> what ``--mode=predict`` runs on a user's files;
-    scaling_cases(preset) -> {name: () -> ``jaxaudio.scaling.Case``} (built only when asked for).
+    scaling_cases(preset) -> {name: () -> ``jaxaudio.scaling.Case``} (built only when asked for);
+    start_weights: the ``config.model`` keys that name files a fresh model's weights come from (a
+    PaSST checkpoint, another run's encoder); restoring a trained run ignores them, as its own
+    checkpoint holds every weight and those files may have moved since.
     """
 
     name: str
@@ -148,3 +151,4 @@ class System:
     predictor: Optional[Callable[..., Any]] = None
     scaling_cases: Optional[Callable[[str], dict]] = None
     mesh_rules: Callable[[Any], Any] = lambda config: None
+    start_weights: tuple[str, ...] = ()

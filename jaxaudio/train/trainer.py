@@ -17,6 +17,7 @@ stage and step it reached and a finished stage is never redone.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -361,6 +362,7 @@ def batch_predictor(system: System, config, workdir: str, *, who: str = "teacher
     """``predict_batch(inputs (batch, ...)) -> {output name: array}`` with the final stage's
     ``who`` ("teacher" if the run has one, else the student), through the same compiled
     forward pass as the run's own evaluation; plus a description of the weights."""
+    config = without_start_weights(system, config)
     trainer = Trainer(system, config, workdir, mesh=mesh)
     graphdef, state, shardings = restore_final(system, config, workdir, mesh=trainer.mesh)
     if who == "teacher" and state.teacher is not None:
@@ -390,9 +392,20 @@ def run(system: System, config, workdir: str, *, mesh=None) -> dict:
     return Trainer(system, config, workdir, mesh=mesh).run()
 
 
+def without_start_weights(system: System, config):
+    """``config`` with ``system.start_weights`` cleared: the model is built only to be restored."""
+    if not any(config.model.get(k) for k in system.start_weights):
+        return config
+    config = copy.deepcopy(config)
+    for key in system.start_weights:
+        config.model[key] = ""
+    return config
+
+
 def restore_final(system: System, config, workdir: str, *, mesh=None) -> tuple[Any, Any, Any]:
     """(graphdef, state, shardings) of a finished run's final training stage, for export and
     predict; a run that has not finished it is named with the command that finishes it."""
+    config = without_start_weights(system, config)
     trainer = Trainer(system, config, workdir, mesh=mesh)
     final = system.final_stage(config)
     path = os.path.join(workdir, final)

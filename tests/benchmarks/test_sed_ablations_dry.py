@@ -51,3 +51,13 @@ def test_report_pairs_finished_runs_by_seed(tmp_path):
     assert abs(fixes["validation/teacher/psds1"]["mean"] - 0.1) < 1e-12
     assert summary["arms"]["pmam"]["validation/teacher/psds1"]["n"] == 2
     assert "| pmam | 2 |" in bench.markdown({"summary": summary, "runs": rows})
+
+
+def test_pretrained_encoder_arm_starts_from_the_same_seeds_pmam_pretraining():
+    _, config, workdir = bench.arm_config("matsed_pmam_encoder", 2, "r")
+    assert config.model.encoder_from == os.path.join("r", "pmam_seed2", "round2", "pretrain")
+    assert workdir == os.path.join("r", "matsed_pmam_encoder_seed2")
+    _, plain, _ = bench.arm_config("matsed", 2, "r")
+    assert plain.model.encoder_from == ""
+    del config.model["encoder_from"], plain.model["encoder_from"]
+    assert config.to_json() == plain.to_json()    # nothing else differs
