@@ -25,7 +25,6 @@ sys.path.insert(0, ROOT)
 from experiments import registry  # noqa: E402
 from experiments.pmam.model import frontend_config, mel_frames  # noqa: E402
 from experiments.sed import task  # noqa: E402
-from jaxaudio.models.pmam import _resize_to  # noqa: E402
 from jaxaudio.train import run_record  # noqa: E402
 from jaxaudio.train.trainer import Trainer  # noqa: E402
 
@@ -33,46 +32,47 @@ POST_PROCESSING = {"run's settings": {}, "no weak mask": {"weak_mask": False}, "
 METRICS = ("psds1", "psds2", "frame_auc")
 
 
-def post_processing(workdir: str) -> dict:
+def final_teacher(workdir: str):
+    """(system, config, graphdef, state, shardings) of a finished run, restored once: the weights do
+    not depend on the post-processing settings."""
     exp, _, config = run_record.load(workdir)
     system = registry.load(exp)
+    graphdef, state, shardings = Trainer(system, config, workdir).model_of(system.final_stage(config))
+    return system, config, graphdef, state, shardings
+
+
+def post_processing(workdir: str, system, config, graphdef, state, shardings) -> dict:
     out = {}
+    teacher = state.teacher
     for name, edit in POST_PROCESSING.items():
         c = copy.deepcopy(config)
         for key, value in edit.items():
             c.eval[key] = value
-        trainer = Trainer(system, c, workdir)
-        graphdef, state, shardings = trainer.model_of(system.final_stage(c))
-        predict = trainer.predict_step(graphdef, shardings)
-        teacher = state.teacher
+        predict = Trainer(system, c, workdir).predict_step(graphdef, shardings)
         metrics = system.evaluators(c)[c.eval.validation_split].run(
             lambda batch: predict(teacher["params"], teacher["model_state"], batch))
         out[name] = {k: float(metrics[k]) for k in METRICS}
     return out
 
 
-def branches(workdir: str, clips: int = 16) -> dict:
+def branches(config, graphdef, state, clips: int = 16) -> dict:
     """The encoder branches as the context network receives them (PMAM: PaSST and CNN; MAT-SED:
-    PaSST only), on validation clips."""
-    exp, _, config = run_record.load(workdir)
-    trainer = Trainer(registry.load(exp), config, workdir)
-    graphdef, state, _ = trainer.model_of(registry.load(exp).final_stage(config))
+    PaSST only), on validation clips. The CNN part is the fused input less the PaSST part, so the
+    model's own ``encode`` is the only place the branches are combined."""
     model = nnx.merge(graphdef, state.teacher["params"], state.teacher["model_state"])
     model.eval()
     source = task.SEDData(config, config.model.frames).split("validation")
     step = max(1, len(source) // clips)
     audio = jnp.asarray(np.stack([source[i]["audio"] for i in range(0, step * clips, step)]))
-    mel = mel_frames(audio, frontend_config(config), config.model.frames)
-    passt = model.encode(mel, train=False)["passt_frames"]
-    passt = model.passt_proj(passt) if model.cfg.passt_proj else passt
+    enc = model.encode(mel_frames(audio, frontend_config(config), config.model.frames), train=False)
+    passt = model.passt_proj(enc["passt_frames"]) if model.cfg.passt_proj else enc["passt_frames"]
 
     def describe(a):
         return {"rms": float(jnp.sqrt(jnp.mean(jnp.square(a)))), "std_over_time": float(jnp.mean(jnp.std(a, axis=1)))}
 
     out: dict = {"clips": clips, "passt": describe(passt)}
     if model.cfg.cnn is not None:
-        cnn = model.fusion_weight[...] * model.cnn_proj(_resize_to(model.cnn(mel, train=False), model.cfg.pred_len))
-        out.update(fusion_weight=float(model.fusion_weight[...]), cnn=describe(cnn))
+        out.update(fusion_weight=float(model.fusion_weight[...]), cnn=describe(enc["fused"] - passt))
     return out
 
 
@@ -102,7 +102,9 @@ def main(argv=None) -> int:
     result = {"benchmark": "sed_diagnosis", "root": args.root, "runs": {}}
     for name in args.runs:
         workdir = os.path.join(args.root, name)
-        entry = {"post_processing": post_processing(workdir), "branches": branches(workdir)}
+        system, config, graphdef, state, shardings = final_teacher(workdir)
+        entry = {"post_processing": post_processing(workdir, system, config, graphdef, state, shardings),
+                 "branches": branches(config, graphdef, state)}
         result["runs"][name] = entry
     out = os.path.join(ROOT, "benchmarks", "results", "sed_diagnosis")
     with open(out + ".json", "w") as f:
