@@ -57,6 +57,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.model.vit_depth = 12
     c.model.vit_heads = 12
     c.model.vit_mlp_ratio = 4.0
+    # Frames between time patches; 0: the patch stride (PaSST's 10 frames = 0.1 s at 100 fps). The
+    # frame upsampling factor follows it.
+    c.model.vit_time_stride = 0
     c.model.feature_layer = 10        # passt_feature_layer (ref pre:42); mean frequency pooling (pre:43)
     c.model.context_layers = 3        # decoder_layer_num, Transformer-XL (ref pre:46-47); 768-d, no projection
     c.model.context_heads = 12        # papers.md §2 context network

@@ -51,7 +51,8 @@ FROZEN_IN_PRETRAINING = [
 # ----------------------------------------------------------------------------- the network
 def model_config(config) -> PMAMConfig:
     m = config.model
-    return network_config(vit_config(config), feature_layer=m.feature_layer, at_heads=m.at_heads,
+    vit = vit_config(config)
+    return network_config(vit, feature_layer=m.feature_layer, at_heads=m.at_heads, upsample=vit.step,
                           context_layers=m.context_layers, context_heads=m.context_heads,
                           n_classes=len(sed_data.classes(config.data)),
                           pred_len=m.frames)

@@ -69,6 +69,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.model.vit_depth = 12
     c.model.vit_heads = 12
     c.model.vit_mlp_ratio = 4.0
+    # Frames between time patches; 0: the patch stride (PaSST's 10 frames = 0.1 s at 100 fps). The
+    # frame upsampling factor follows it.
+    c.model.vit_time_stride = 0
     c.model.feature_layer = 10        # PaSST block whose tokens feed the frame path
     c.model.cnn_channels = (16, 16, 32, 32, 64, 64, 128, 128, 256, 384)
     c.model.cnn_pooling = ((2, 2), (1, 1), (2, 2), (1, 1), (1, 2), (1, 2), (1, 2), (1, 2), (1, 2), (1, 1))

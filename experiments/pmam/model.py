@@ -44,7 +44,8 @@ def vit_config(config) -> vit_lib.ViTConfig:
     if m.vit not in VIT_BASES:
         raise ConfigError(f"model.vit: unknown encoder {m.vit!r}; known: {', '.join(VIT_BASES)}")
     return dataclasses.replace(VIT_BASES[m.vit], n_mels=m.n_mels, max_frames=m.frames - 2, dim=m.vit_dim,
-                               depth=m.vit_depth, num_heads=m.vit_heads, mlp_ratio=m.vit_mlp_ratio, out_layer=None)
+                               depth=m.vit_depth, num_heads=m.vit_heads, mlp_ratio=m.vit_mlp_ratio, out_layer=None,
+                               time_stride=m.get("vit_time_stride", 0))
 
 
 def model_config(config) -> PMAMConfig:
@@ -55,7 +56,7 @@ def model_config(config) -> PMAMConfig:
     return PMAMConfig(vit=vit, feature_layer=m.feature_layer, cnn=cnn, freq_pool_heads=m.freq_pool_heads,
                       at_heads=m.at_heads, decoder_dim=m.decoder_dim, context_layers=m.context_layers,
                       context_heads=m.context_heads, n_prototypes=m.n_prototypes,
-                      n_classes=len(sed_data.classes(config.data)), pred_len=m.frames)
+                      n_classes=len(sed_data.classes(config.data)), pred_len=m.frames, upsample=vit.step)
 
 
 def with_passt_weights(model, config, name: str = "pmam"):

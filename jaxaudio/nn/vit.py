@@ -2,7 +2,8 @@
 
 Shapes. Input ``mel (batch, frames, n_mels)``. The patch conv (kernel 16, stride 10, VALID)
 runs over the ``(n_mels, frames)`` image and gives a ``(F, T')`` grid with
-``F = (n_mels-16)//10 + 1`` (128 -> 12) and ``T' = (frames-16)//10 + 1`` (998 -> 99).
+``F = (n_mels-16)//10 + 1`` (128 -> 12) and ``T' = (frames-16)//10 + 1`` (998 -> 99);
+``time_stride`` (0: ``stride``) steps the time axis alone.
 Tokens are flattened **frequency-major**, index ``f*T' + t`` (PaSST's ``flatten(2)`` of
 ``(B, E, F, T)``), after the two prefix tokens ``[cls, dist]``; so ``tokens[:, 2:]`` reshapes
 to ``(batch, F, T', dim)``.
@@ -97,6 +98,7 @@ class ViTConfig:
     max_frames: int = 998
     patch_size: int = 16
     stride: int = 10
+    time_stride: int = 0  # 0: ``stride``; a finer time step where frames are coarser than PaSST's 10 ms
     dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -116,6 +118,8 @@ class ViTConfig:
     def __post_init__(self):
         if self.dim % self.num_heads:
             raise ConfigError(f"vit.dim={self.dim} is not divisible by vit.num_heads={self.num_heads}")
+        if self.stride < 1 or self.time_stride < 0:
+            raise ConfigError(f"vit.stride={self.stride}, vit.time_stride={self.time_stride}; expected >= 1 and >= 0")
         if self.n_mels < self.patch_size or self.max_frames < self.patch_size:
             raise ConfigError(
                 f"vit.n_mels={self.n_mels} and vit.max_frames={self.max_frames} must be at least "
@@ -133,13 +137,18 @@ class ViTConfig:
         if self.out_layer is not None and not 1 <= self.out_layer <= self.depth:
             raise ConfigError(f"vit.out_layer={self.out_layer}; expected 1..{self.depth} or None")
 
+    @property
+    def step(self) -> int:
+        """Frames between time patches (``time_stride``, else ``stride``)."""
+        return self.time_stride or self.stride
+
     def patches(self, size: int) -> int:
-        """Patches along an axis of ``size`` bins/frames (VALID conv)."""
-        return (size - self.patch_size) // self.stride + 1
+        """Time patches over ``size`` frames (VALID conv)."""
+        return (size - self.patch_size) // self.step + 1
 
     @property
     def freq_patches(self) -> int:
-        return self.patches(self.n_mels)
+        return (self.n_mels - self.patch_size) // self.stride + 1
 
     @property
     def time_patches(self) -> int:
@@ -159,11 +168,12 @@ _normal02 = nnx.initializers.normal(0.02)  # timm trunc_normal_(std=.02) truncat
 
 
 class PatchEmbed(nnx.Module):
-    """Conv ``(patch, patch)`` stride ``stride`` over ``(batch, n_mels, frames, 1)`` -> ``(batch, F, T', dim)``."""
+    """Conv ``(patch, patch)``, strides ``(stride, step)``, over ``(batch, n_mels, frames, 1)``
+    -> ``(batch, F, T', dim)``."""
 
     def __init__(self, cfg: ViTConfig, *, rngs: nnx.Rngs):
         init = torch_uniform(cfg.patch_size * cfg.patch_size)
-        self.proj = nnx.Conv(1, cfg.dim, (cfg.patch_size, cfg.patch_size), strides=(cfg.stride, cfg.stride),
+        self.proj = nnx.Conv(1, cfg.dim, (cfg.patch_size, cfg.patch_size), strides=(cfg.stride, cfg.step),
                              padding="VALID", kernel_init=init, bias_init=init, rngs=rngs)
 
     def __call__(self, mel: jax.Array) -> jax.Array:

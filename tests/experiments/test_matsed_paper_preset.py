@@ -8,6 +8,7 @@ the System's own ``Stage`` objects (their data is read lazily, so nothing loads)
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -157,3 +158,19 @@ def test_post_processing_and_fusion():
     assert (g.window, g.teacher_step, g.eval_step, g.local_weight) == (512, 49, 31, 0.5)
     assert c.train.clip_norm == 20.0   # kept on purpose: the reference's clip is a no-op (README)
     assert not c.model.passt_checkpoint and not c.model.allow_random_init
+
+
+def test_frames_follow_the_encoder_time_step():
+    """Paper: PaSST's 10-frame time stride, each time patch interpolated to 10 frames (x10,
+    papers.md §2). A finer ``model.vit_time_stride`` (the tiny ablation's 5) upsamples by 5 to the
+    same 250 tiny frames."""
+    cfg = matsed.model_config(paper())
+    assert (cfg.vit.stride, cfg.vit.step, cfg.upsample) == (10, 10, 10)
+    tiny = registry.load_config("matsed", "tiny")
+    tiny.model.vit_time_stride = 5
+    fine = matsed.model_config(tiny)
+    assert (fine.vit.stride, fine.vit.step, fine.upsample, fine.vit.time_patches) == (10, 5, 5, 47)
+    model = nnx.eval_shape(lambda: matsed.MATSED(fine, rngs=nnx.Rngs(0)))
+    mel = jax.ShapeDtypeStruct((1, 250, 64), np.float32)
+    frames = nnx.eval_shape(lambda m, x: m.encode(x, train=False), model, mel)
+    assert frames["fused"].shape == (1, 250, 64)

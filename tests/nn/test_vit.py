@@ -38,17 +38,18 @@ def mel(batch=2, frames=200, n_mels=64, seed=1):
 
 
 def numpy_patch_grid(model, x):
-    """im2col by hand: patch (f, t) covers mel bins f*s..f*s+p and frames t*s..t*s+p."""
+    """im2col by hand: patch (f, t) covers mel bins f*s..f*s+p and frames t*st..t*st+p (st: the
+    time stride)."""
     cfg = model.cfg
     w = np.asarray(model.patch_embed.proj.kernel[...], np.float64)  # (p_freq, p_time, 1, dim)
     b = np.asarray(model.patch_embed.proj.bias[...], np.float64)
     x = np.asarray(x, np.float64)
-    n_f, n_t = cfg.patches(x.shape[2]), cfg.patches(x.shape[1])
-    p, s = cfg.patch_size, cfg.stride
+    n_f, n_t = (x.shape[2] - cfg.patch_size) // cfg.stride + 1, cfg.patches(x.shape[1])
+    p, s, st = cfg.patch_size, cfg.stride, cfg.step
     out = np.zeros((x.shape[0], n_f, n_t, cfg.dim))
     for f in range(n_f):
         for t in range(n_t):
-            window = x[:, t * s: t * s + p, f * s: f * s + p]  # (batch, time, freq)
+            window = x[:, t * st: t * st + p, f * s: f * s + p]  # (batch, time, freq)
             out[:, f, t] = np.einsum("btf,ftd->bd", window, w[:, :, 0, :]) + b
     return out
 
@@ -83,6 +84,18 @@ def test_embed_positions_and_prefix_tokens():
     grid = numpy_patch_grid(model, x)
     grid = grid + np.asarray(model.time_pos_embed[...]) + np.asarray(model.freq_pos_embed[...])
     np.testing.assert_allclose(tokens[:, 2:], grid.reshape(2, n_f * n_t, 32), atol=1e-4)
+
+
+def test_time_stride_steps_the_time_axis_alone():
+    model = tiny_model(time_stride=5)  # 64 mels -> 5 rows at stride 10; 200 frames -> 37 columns at 5
+    assert (model.cfg.freq_patches, model.cfg.time_patches) == (5, 37)
+    assert model.time_pos_embed.shape == (1, 1, 37, 32)
+    x = mel()
+    tokens = np.asarray(model.embed(x, train=False)["tokens"])[:, 2:]
+    grid = numpy_patch_grid(model, x) + np.asarray(model.time_pos_embed[...]) + np.asarray(model.freq_pos_embed[...])
+    np.testing.assert_allclose(tokens, grid.reshape(2, 5 * 37, 32), atol=1e-4)
+    with pytest.raises(ConfigError):
+        dataclasses.replace(TINY, time_stride=-1)
 
 
 def test_shorter_input_uses_first_time_positions_and_longer_is_cut():
