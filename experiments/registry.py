@@ -13,6 +13,7 @@ SYSTEMS: dict[str, str] = {
     "pmam": "experiments.pmam.system:SYSTEM",
     "crnn": "experiments.crnn.system:SYSTEM",
     "matsed": "experiments.matsed.system:SYSTEM",
+    "geco": "experiments.geco.system:SYSTEM",
 }
 DEFAULT = "pmam"
 

@@ -134,6 +134,8 @@ class System:
     start_weights: the ``config.model`` keys that name files a fresh model's weights come from (a
     PaSST checkpoint, another run's encoder); restoring a trained run ignores them, as its own
     checkpoint holds every weight and those files may have moved since.
+    task: what the system's outputs mean ("sed": frame and clip event probabilities; "asd": one
+    anomaly score per clip), for the tools and tests that read outputs beyond the evaluators.
     """
 
     name: str
@@ -152,3 +154,4 @@ class System:
     scaling_cases: Optional[Callable[[str], dict]] = None
     mesh_rules: Callable[[Any], Any] = lambda config: None
     start_weights: tuple[str, ...] = ()
+    task: str = "sed"

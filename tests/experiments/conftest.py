@@ -2,6 +2,8 @@
 the expensive part; each system trains once)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from experiments import registry
@@ -16,8 +18,12 @@ def smoke_data(tmp_path_factory):
 
 
 def smoke_config(name: str, data_dir: str):
+    """The smoke preset with its built-in set under the session's folder: ``data_dir`` for the
+    SED systems (one DESED set for all), a sibling folder per other task (its own layout)."""
     config = registry.load_config(name, "smoke")
-    config.data.synth_dir = data_dir
+    task = registry.load(name).task
+    own = os.path.join(os.path.dirname(data_dir), f"{task}_synth_smoke")
+    config.data.synth_dir = data_dir if task == "sed" else own
     return config
 
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from jaxaudio.data.synth import manifest
 from jaxaudio.data.synth.desed import DEFAULT, SynthConfig, generate, identity
@@ -27,7 +28,17 @@ def check_replaceable(root: Path) -> None:
 
 def ensure_dataset(data_dir, config: SynthConfig = DEFAULT, progress: bool = True,
                    workers: int | None = None, verify_hashes: bool = False, force: bool = False) -> Path:
-    """Return data_dir holding a complete set for `config`, generating it if needed.
+    """Return data_dir holding a complete DESED-layout set for `config`, generating it if needed
+    (``ensure_generated``)."""
+    return ensure_generated(data_dir, identity(config),
+                            lambda out: generate(out, config, progress=progress, workers=workers),
+                            verify_hashes=verify_hashes, force=force)
+
+
+def ensure_generated(data_dir, wanted: dict, generate_into: Callable[[Path], object], *,
+                     verify_hashes: bool = False, force: bool = False) -> Path:
+    """Return data_dir holding a complete set whose manifest identity is `wanted`, calling
+    ``generate_into(folder)`` if needed (any of the built-in generators).
 
     A set is reused (unless `force`) when its manifest matches the config and generator
     version and every listed file has its recorded size (and sha256, with verify_hashes).
@@ -35,14 +46,13 @@ def ensure_dataset(data_dir, config: SynthConfig = DEFAULT, progress: bool = Tru
     only after the swap, and only if it is empty or was made by this generator.
     """
     root = Path(data_dir)
-    wanted = identity(config)
     if not force and manifest.is_complete(root, wanted, verify_hashes):
         return root
     check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
-        generate(tmp, config, progress=progress, workers=workers)
+        generate_into(tmp)
         old = None
         if root.exists():
             old = root.parent / f".{root.name}.old-{os.getpid()}"

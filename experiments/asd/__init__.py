@@ -1,0 +1,1 @@
+"""Shared wiring of the anomalous sound detection systems (GeCo, its baselines)."""

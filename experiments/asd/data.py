@@ -1,0 +1,90 @@
+"""Data of an ASD run: the DCASE2020 task-2 folder (or the built-in machine-sound set, generated
+on first use), its files, the machine-ID classes and the clip sources.
+
+The classes come from the training files; ``finalize`` writes them into the config so a saved
+config rebuilds the model without the data folder (predict, export).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+
+from jaxaudio.data import asd as asd_data
+from jaxaudio.data.source import mixed_batches
+from jaxaudio.data.synth import asd as asd_synth
+from jaxaudio.errors import ConfigError
+from jaxaudio.train.log import get_logger
+
+LOG = get_logger("jaxaudio.data")
+
+
+def data_root(data_cfg) -> str:
+    """The user's DCASE2020 task-2 folder, or the built-in set (generated once, then reused)."""
+    if data_cfg.data_dir:
+        if not os.path.isdir(data_cfg.data_dir):
+            raise ConfigError(f"data.data_dir (--data_dir): {data_cfg.data_dir!r} is not a folder")
+        return data_cfg.data_dir
+    if data_cfg.synth_preset not in asd_synth.PRESETS:
+        raise ConfigError(f"data.synth_preset: unknown preset {data_cfg.synth_preset!r}; presets: "
+                          f"{', '.join(asd_synth.PRESETS)}")
+    synth = dataclasses.replace(asd_synth.PRESETS[data_cfg.synth_preset], sample_rate=data_cfg.sample_rate)
+    LOG.info("built-in machine-sound set in %s", data_cfg.synth_dir)
+    return str(asd_synth.ensure_dataset(data_cfg.synth_dir, synth, progress=jax.process_index() == 0))
+
+
+def clip_samples(data_cfg) -> int:
+    return int(round(data_cfg.clip_seconds * data_cfg.sample_rate))
+
+
+class ASDData:
+    """Files, classes and sources of one run (read when first needed)."""
+
+    def __init__(self, config):
+        self.config = config
+        self._files = None
+        self._sources = {}
+
+    @property
+    def files(self) -> list:
+        if self._files is None:
+            d = self.config.data
+            root = data_root(d)
+            self._files = asd_data.scan(root, subsets=tuple(d.subsets), machine_types=tuple(d.machine_types) or None)
+            LOG.info("ASD data in %s:\n%s", root, asd_data.format_summary(self._files))
+        return self._files
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config.data.get("classes") or asd_data.machine_id_classes(self.files))
+
+    def source(self, split: str):
+        """``train``: every training normal; ``test``: the labelled dev test clips."""
+        if split not in self._sources:
+            if split == "train":
+                files = [f for f in self.files if f.split == "train"]
+            elif split == "test":
+                files = [f for f in self.files if f.split == "test" and f.subset == "dev"]
+            else:
+                raise ConfigError(f"ASD split {split!r}: expected 'train' or 'test'")
+            d = self.config.data
+            self._sources[split] = asd_data.ASDClipSource(files, self.classes, d.sample_rate, clip_samples(d),
+                                                          resample=d.resample, cache=bool(d.get("cache", False)))
+        return self._sources[split]
+
+    def train_batches(self, batch: int, seed: int):
+        return mixed_batches([(self.source("train"), batch)], seed=seed, shard_index=jax.process_index(),
+                             shard_count=jax.process_count())
+
+
+def class_types(classes) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The machine types (sorted) and each class's type index, from "<type>/<id>" class names."""
+    types = sorted({name.split("/")[0] for name in classes})
+    return tuple(types), tuple(types.index(name.split("/")[0]) for name in classes)
+
+
+def finalize(config) -> None:
+    """The class list into the config (config.json then rebuilds the model alone)."""
+    if not config.data.get("classes"):
+        config.data.classes = tuple(ASDData(config).classes)

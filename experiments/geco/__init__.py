@@ -1,0 +1,1 @@
+"""GeCo anomalous sound detection."""
