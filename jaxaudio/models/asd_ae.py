@@ -144,7 +144,7 @@ class DenseBNReLU(nnx.Module):
                                 bias_init=nnx.initializers.zeros_init(), rngs=rngs)
         self.norm = nnx.BatchNorm(width, momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, rngs=rngs)
 
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, rngs=None) -> jax.Array:
         return jax.nn.relu(self.norm(self.dense(x), use_running_average=not train))
 
 

@@ -281,7 +281,7 @@ class ConvBN(nnx.Module):
             self.act = PReLU(out_ch)
         self.activation = cfg.activation
 
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, rngs=None) -> jax.Array:
         x = self.bn(self.conv(x), use_running_average=not train)
         if self.linear:
             return x
@@ -300,7 +300,7 @@ class InvertedResidual(nnx.Module):
         self.depthwise = ConvBN(mid, mid, (3, 3), stride, cfg, depthwise=True, rngs=rngs)
         self.project = ConvBN(mid, out_ch, (1, 1), 1, cfg, linear=True, rngs=rngs)
 
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, rngs=None) -> jax.Array:
         y = self.project(self.depthwise(self.expand(x, train=train), train=train), train=train)
         return x + y if self.residual else y
 

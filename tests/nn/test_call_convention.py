@@ -11,8 +11,9 @@ import jaxaudio.nn
 from jaxaudio.models.pmam import PMAM
 
 # Layers with no train/eval behaviour that are called like the ``nnx.Linear`` / ``nnx.Conv``
-# they are (or wrap): a dense layer with adapters, a gate, the patch conv, one GRU layer.
-LEAF_LAYERS = {"LoRALinear", "Gate", "PatchEmbed", "GRULayer"}
+# they are (or wrap): a dense layer with adapters, a gate, the patch conv, one GRU layer, a
+# per-channel PReLU, GeCo's ArcFace head (a cosine linear layer; its margin needs labels, not a mode).
+LEAF_LAYERS = {"LoRALinear", "Gate", "PatchEmbed", "GRULayer", "PReLU", "ArcFaceHead"}
 
 
 def _modules():
