@@ -88,14 +88,23 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     return fps / n_neg, tps / n_pos
 
 
-def roc_auc(labels, scores) -> float:
-    """Area under the ROC (= Mann-Whitney U / (N+ N-)), ties counted half; NaN if one class is absent."""
+def _counts_or_none(labels, scores):
+    """Checked inputs -> ``(fps, tps, n_pos, n_neg)`` of the ROC, or None when one class is absent."""
     labels, scores = _check_inputs(labels, scores)
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
+        return None
     fps, tps = _roc_counts(labels, scores)
+    return fps, tps, n_pos, n_neg
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC (= Mann-Whitney U / (N+ N-)), ties counted half; NaN if one class is absent."""
+    counts = _counts_or_none(labels, scores)
+    if counts is None:
+        return float("nan")
+    fps, tps, n_pos, n_neg = counts
     # Trapezoids in integer counts (exact), scaled once: sum dFP * (TP_prev + TP) / 2.
     twice_area = int(np.sum(np.diff(fps) * (tps[1:] + tps[:-1])))
     return twice_area / (2.0 * n_pos * n_neg)
@@ -104,12 +113,10 @@ def roc_auc(labels, scores) -> float:
 def _partial_area(labels, scores, max_fpr: float) -> float:
     """Raw area under the ROC on [0, max_fpr], the curve interpolated linearly at max_fpr; NaN if a class is absent."""
     max_fpr = _check_max_fpr(max_fpr)
-    labels, scores = _check_inputs(labels, scores)
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    counts = _counts_or_none(labels, scores)
+    if counts is None:
         return float("nan")
-    fps, tps = _roc_counts(labels, scores)
+    fps, tps, n_pos, n_neg = counts
     fpr, tpr = fps / n_neg, tps / n_pos
     # Vertices with fpr <= max_fpr, then the point on the next segment at fpr = max_fpr. `stop` is past
     # every vertex at fpr <= max_fpr, so a vertical segment at max_fpr keeps its highest tpr.
