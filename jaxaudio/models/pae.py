@@ -170,13 +170,18 @@ class PAE(nnx.Module):
         return self(mel, train=False, mask=mask)
 
 
+def _squared_error(pred: jax.Array, target: jax.Array, mask: jax.Array | None, where: str):
+    """Checked shapes -> float32 ``(pred - target)**2`` and the checked frame mask (or None)."""
+    if pred.shape != target.shape or pred.ndim != 3:
+        raise ShapeError(f"{where}: prediction {tuple(pred.shape)} and target {tuple(target.shape)}; "
+                         "expected the same (batch, frames, n_mels)")
+    mask = _check_mask(mask, pred.shape[0], pred.shape[1], where)
+    return jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)), mask
+
+
 def prediction_error(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Mean squared error per clip over its real frames and all bins: ``(batch, frames, n_mels)`` -> ``(batch,)``."""
-    if pred.shape != target.shape or pred.ndim != 3:
-        raise ShapeError(f"prediction_error: prediction {tuple(pred.shape)} and target {tuple(target.shape)}; "
-                         "expected the same (batch, frames, n_mels)")
-    mask = _check_mask(mask, pred.shape[0], pred.shape[1], "prediction_error")
-    squared = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
+    squared, mask = _squared_error(pred, target, mask, "prediction_error")
     if mask is None:
         return jnp.mean(squared, axis=(1, 2))
     squared = jnp.where(mask[..., None], squared, 0.0)
@@ -190,11 +195,7 @@ def pae_loss(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) 
     Every frame weighs the same whatever its clip's length (not a mean of per-clip means). 0 when no
     frame is real.
     """
-    if pred.shape != target.shape or pred.ndim != 3:
-        raise ShapeError(f"pae_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)}; "
-                         "expected the same (batch, frames, n_mels)")
-    mask = _check_mask(mask, pred.shape[0], pred.shape[1], "pae_loss")
-    squared = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
+    squared, mask = _squared_error(pred, target, mask, "pae_loss")
     if mask is None:
         return jnp.mean(squared)
     squared = jnp.where(mask[..., None], squared, 0.0)
