@@ -16,18 +16,11 @@ both of its arms have finished for at least one common seed.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-import time
 
-import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from experiments import registry  # noqa: E402
-from jaxaudio.train import run_record, stages as stage_files, trainer  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import ablation_runs  # noqa: E402
 
 METRICS = ("validation/teacher/psds1", "validation/teacher/psds2", "eval/teacher/psds1", "eval/teacher/psds2")
 
@@ -141,79 +134,6 @@ COMPARISONS = (
 )
 
 
-def workdir_of(root: str, arm: str, seed: int) -> str:
-    return os.path.join(root, f"{arm}_seed{seed}")
-
-
-def arm_config(arm: str, seed: int, root: str, preset: str = "tiny"):
-    exp, edit, needs = ARMS[arm]
-    config = registry.load_config(exp, preset)
-    if edit is not None:
-        if needs is None:
-            edit(config)
-        else:
-            edit(config, lambda other: workdir_of(root, other, seed))
-    config.seed = seed
-    return exp, config, workdir_of(root, arm, seed)
-
-
-def run_arm(arm: str, seed: int, args) -> dict:
-    needs = ARMS[arm][2]
-    if needs is not None:   # finished runs are skipped, so this only trains what is missing
-        run_arm(needs, seed, args)
-    exp, config, workdir = arm_config(arm, seed, args.root, args.preset)
-    if stage_files.is_done(os.path.join(workdir, "evaluation")):   # finished: left as it is
-        (row,) = [r for r in finished_runs(args.root) if (r["arm"], r["seed"]) == (arm, seed)]
-        return {"arm": arm, "seed": seed, "seconds": row["minutes"] * 60.0, **{k: row[k] for k in METRICS}}
-    system = registry.load(exp)
-    if system.finalize_config is not None:
-        system.finalize_config(config)
-    run_record.save(workdir, exp, args.preset, config)
-    started = time.time()
-    final = trainer.run(system, config, workdir)
-    return {"arm": arm, "seed": seed, "seconds": time.time() - started, **{k: final[k] for k in METRICS}}
-
-
-def finished_runs(root: str) -> list[dict]:
-    """Every finished run under ``root`` (its evaluation done), with its final metrics and time."""
-    rows = []
-    for arm in ARMS:
-        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-            if not name.startswith(f"{arm}_seed") or not name[len(arm) + 5:].isdigit():
-                continue
-            workdir = os.path.join(root, name)
-            if not stage_files.is_done(os.path.join(workdir, "evaluation")):
-                continue
-            with open(os.path.join(workdir, "metrics.json")) as f:
-                summary = json.load(f)
-            rows.append({"arm": arm, "seed": int(name[len(arm) + 5:]),
-                         "minutes": summary.get("total_wall_seconds", 0.0) / 60.0,
-                         **{k: summary["final_eval"][k] for k in METRICS}})
-    return rows
-
-
-def summarise(rows: list[dict]) -> dict:
-    def stats(values):
-        return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                "values": [float(v) for v in values], "n": len(values)}
-
-    arms = {arm: {k: stats([r[k] for r in rows if r["arm"] == arm]) for k in METRICS}
-            for arm in ARMS if any(r["arm"] == arm for r in rows)}
-    comparisons = []
-    for name, arm, base, claim in COMPARISONS:
-        seeds = sorted({r["seed"] for r in rows if r["arm"] == arm} & {r["seed"] for r in rows if r["arm"] == base})
-        if not seeds:
-            continue
-        entry = {"name": name, "arm": arm, "baseline": base, "claim": claim, "seeds": seeds}
-        for k in ("validation/teacher/psds1", "validation/teacher/psds2", "eval/teacher/psds1"):
-            pick = {s: {r["arm"]: r[k] for r in rows if r["seed"] == s and r["arm"] in (arm, base)} for s in seeds}
-            diffs = [pick[s][arm] - pick[s][base] for s in seeds]
-            entry[k] = {"differences": diffs, "mean": float(np.mean(diffs)),
-                        "better_in": int(sum(d > 0 for d in diffs))}
-        comparisons.append(entry)
-    return {"arms": arms, "comparisons": comparisons}
-
-
 def markdown(result: dict) -> str:
     s = result["summary"]
     lines = ["# SED ablations on the built-in set (tiny presets)", "",
@@ -237,46 +157,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(args) -> dict:
-    rows = finished_runs(args.root)
-    result = {"benchmark": "sed_ablations", "preset": args.preset, "root": args.root,
-              "load_average": list(os.getloadavg()), "runs": rows, "summary": summarise(rows)}
-    out_dir = os.path.join(ROOT, "benchmarks", "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"{args.name}.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(out_dir, f"{args.name}.md"), "w") as f:
-        f.write(markdown(result))
-    return result
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--root", default="workdirs/sed_ablations")
-    parser.add_argument("--name", default="sed_ablations", help="result file name under benchmarks/results/")
-    parser.add_argument("--report", action="store_true", help="only write the table of the finished runs")
-    parser.add_argument("--dry-run", action="store_true", help="print each run's stages and workdir; train nothing")
-    args = parser.parse_args(argv)
-    if args.dry_run:
-        for seed in args.seeds:
-            for arm in args.arms:
-                exp, config, workdir = arm_config(arm, seed, args.root, args.preset)
-                names = [f"{stage.name} ({stage.steps} steps)" if stage.trains else stage.name
-                         for stage in registry.load(exp).stages(config, workdir)]
-                print(f"{arm} seed {seed}: {workdir}: {', '.join(names)}")
-        return 0
-    if not args.report:
-        for seed in args.seeds:
-            for arm in args.arms:
-                row = run_arm(arm, seed, args)
-                print(f"{arm} seed {seed}: val PSDS1 {row['validation/teacher/psds1']:.4f} "
-                      f"({row['seconds'] / 60:.1f} min)", flush=True)
-    print(markdown(report(args)))
-    return 0
+ABLATION = ablation_runs.Ablation(
+    name="sed_ablations", arms=ARMS, comparisons=COMPARISONS, metrics=METRICS,
+    compared=("validation/teacher/psds1", "validation/teacher/psds2", "eval/teacher/psds1"),
+    markdown=markdown, default_root="workdirs/sed_ablations")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(ablation_runs.main(ABLATION, __doc__))

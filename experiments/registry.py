@@ -14,6 +14,7 @@ SYSTEMS: dict[str, str] = {
     "crnn": "experiments.crnn.system:SYSTEM",
     "matsed": "experiments.matsed.system:SYSTEM",
     "geco": "experiments.geco.system:SYSTEM",
+    "asd_ae": "experiments.asd_ae.system:SYSTEM",
 }
 DEFAULT = "pmam"
 

@@ -4,6 +4,7 @@
     python experiments/run.py --exp=pmam                                  # train (resumes by itself)
     python experiments/run.py --exp=crnn --preset=paper --workdir=/tmp/w --config.stages.train.lr=3e-4
     python experiments/run.py --exp=pmam --mode=predict --input FILE_OR_DIR ... --out DIR
+    python experiments/run.py --exp=geco --mode=predict --input DIR [--machine fan/id_00]   # scores.csv
     python experiments/run.py --exp=pmam --mode=export [--formats float32,int8]
     python experiments/run.py --exp=pmam --mode=scale --simulate 8 --devices 1,2,4,8
 
@@ -42,6 +43,9 @@ def parse_args(argv):
                          help="output folder (default WORKDIR/predictions; export: WORKDIR/export)")
     predict.add_argument("--plots", type=int, default=5, help="timeline PNGs for the first N files")
     predict.add_argument("--overlap", type=float, default=0.5, help="window overlap for files longer than a clip")
+    predict.add_argument("--machine", default=None, metavar="TYPE/id_XX",
+                         help="anomalous sound detection: the machine every input is from (default: from each "
+                              "path, .../<type>/.../*id_XX*.wav)")
     export = parser.add_argument_group("--mode=export (needs the 'export' extra)")
     export.add_argument("--formats", default=ALL_FORMATS)
     export.add_argument("--export", nargs="?", const=ALL_FORMATS, default=None, metavar="FORMATS",
@@ -116,17 +120,28 @@ def train(args, name, overrides) -> dict:
 
 
 def predict(args, name) -> dict:
-    from jaxaudio.predict.sed import predict_files
-
+    """Score the user's files: SED systems write score tables and events, ASD systems scores.csv."""
     if not args.input:
         raise ConfigError("--mode=predict needs --input FILE_OR_DIR [...]")
     system, config = trained(args, name)
     if system.predictor is None:
         raise ConfigError(f"{system.name} has no predictor for --mode=predict")
+    if system.task not in ("sed", "asd"):
+        raise ConfigError(f"{system.name}: --mode=predict knows the tasks 'sed' and 'asd', not {system.task!r}")
+    if args.machine is not None and system.task != "asd":
+        raise ConfigError(f"--machine applies to anomalous sound detection systems; {system.name} is a "
+                          f"{system.task!r} system")
     predictor, source = system.predictor(config, args.workdir)
     out = args.out or os.path.join(args.workdir, "predictions")
     print(f"{system.name}: {source}", file=sys.stderr)
-    summary = predict_files(predictor, args.input, out, overlap=args.overlap, plots=args.plots)
+    if system.task == "asd":
+        from jaxaudio.predict.asd import predict_files as predict_asd
+
+        summary = predict_asd(predictor, args.input, out, machine=args.machine)
+    else:
+        from jaxaudio.predict.sed import predict_files
+
+        summary = predict_files(predictor, args.input, out, overlap=args.overlap, plots=args.plots)
     summary["model"] = source
     return summary
 
@@ -188,8 +203,8 @@ def main(argv=None) -> int:
         return 2
     if args.mode == "predict" and result.get("failed"):
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
-        print(f"error: {len(result['failed'])} of {result['files']} file(s) could not be read; see above",
-              file=sys.stderr)
+        print(f"error: {len(result['failed'])} of {result['files']} file(s) could not be read or scored; see "
+              "above", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, sort_keys=True, default=float))
     return 0

@@ -1,7 +1,9 @@
 """Test set-up: 8 simulated CPU devices, so sharding tests run on any machine, and a
 compilation cache for this session only, so a program compiled by one test (a system's
 forward pass, say) is not compiled again by the next: the cache starts empty every run and is
-removed at the end."""
+removed at the end. With pytest-xdist's workers (``-n 2`` in pyproject.toml) the controller
+makes the cache and the workers inherit it; tests are scheduled so that each module's fixtures,
+and the session's smoke-trained runs, are built by one worker only."""
 import os
 import shutil
 import tempfile
@@ -15,6 +17,25 @@ _CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxaudio-test-xla-cache-")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+
+
+# Tests that share the session's smoke-trained workdirs (tests/experiments/conftest.py: each
+# system trained once per process that asks for it) stay on one worker.
+SHARED_RUNS_DIR = "tests/experiments/"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Each test module on one worker (its module fixtures built once), and every test under
+    tests/experiments/ on one worker (the smoke-trained runs built once). Not ``--dist
+    loadgroup`` marks: pytest 9 node ids no longer carry the group suffix xdist 3.8 adds."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleOrSharedRuns(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_RUNS_DIR if module.startswith(SHARED_RUNS_DIR) else module
+
+    return ModuleOrSharedRuns(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -15,9 +15,34 @@ from jaxaudio.data import asd as asd_data
 from jaxaudio.data.source import mixed_batches
 from jaxaudio.data.synth import asd as asd_synth
 from jaxaudio.errors import ConfigError
+from jaxaudio.evaluators.asd import ASDEvaluator
 from jaxaudio.train.log import get_logger
 
 LOG = get_logger("jaxaudio.data")
+
+
+def data_config(preset: str):
+    """The ``config.data`` section every ASD system shares: DCASE2020 task 2's layout and rate,
+    or the built-in set of the preset's size (tiny: 6 types x 3 IDs of 4-s clips; smoke: 2 x 2 of 2 s)."""
+    import ml_collections
+
+    d = ml_collections.ConfigDict()
+    d.data_dir = ""               # a DCASE2020 task-2 folder (dev_data/...); "" = the built-in set
+    d.synth_preset = "dev_like"   # built-in set when data_dir is empty (jaxaudio/data/synth/asd.py)
+    d.synth_dir = "data/asd_synth_dev_like"
+    d.subsets = ("dev",)          # train on dev_data (+ "additional" / "eval" train folders if listed)
+    d.machine_types = ()          # () = every machine type found
+    d.sample_rate = 16000         # DCASE2020 task 2
+    d.clip_seconds = 10.0         # MIMII / ToyADMOS clips (ToyCar's ~11 s are cropped: batches need one length)
+    d.resample = True             # clips at another rate are resampled (one warning per type)
+    d.cache = False               # keep decoded clips in memory (DCASE2020 dev: ~11 GB as float32)
+    d.classes = ()                # "<type>/<id>" classes; () = those of the training files (saved)
+    if preset in ("tiny", "smoke"):
+        d.synth_preset, d.synth_dir, d.clip_seconds = "tiny", "data/asd_synth_tiny", 4.0
+        d.cache = True            # 1,080 training clips of 4 s: 280 MB
+    if preset == "smoke":
+        d.synth_preset, d.synth_dir, d.clip_seconds = "smoke", "data/asd_synth_smoke", 2.0
+    return d
 
 
 def data_root(data_cfg) -> str:
@@ -88,3 +113,10 @@ def finalize(config) -> None:
     """The class list into the config (config.json then rebuilds the model alone)."""
     if not config.data.get("classes"):
         config.data.classes = tuple(ASDData(config).classes)
+
+
+def evaluators(config) -> dict:
+    """Every ASD system's evaluation: AUC / pAUC per machine ID on the labelled dev test clips."""
+    data = ASDData(config)
+    return {"test": ASDEvaluator(lambda: data.source("test"), int(config.batch.eval), max_fpr=config.eval.max_fpr,
+                                 primary_metric=config.eval.primary_metric)}

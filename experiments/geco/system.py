@@ -7,6 +7,7 @@ Wiring only: the networks are ``jaxaudio/models/{geco,pae,geco_pair}.py``, the l
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -14,10 +15,11 @@ import optax
 from flax import nnx
 
 from experiments.asd import data as asd_run_data
+from experiments.asd import predictor as asd_predictor
+from experiments.asd.thresholds import thresholds_stage
 from experiments.geco import config as geco_config
 from jaxaudio.audio import features
 from jaxaudio.errors import ConfigError
-from jaxaudio.evaluators.asd import ASDEvaluator
 from jaxaudio.models import geco as geco_model
 from jaxaudio.models.geco_pair import GeCoPair, GeCoPairConfig
 from jaxaudio.models.pae import PAEConfig
@@ -138,6 +140,9 @@ def stages(config, workdir: str) -> list[Stage]:
                      init_from=PAE_STAGE if config.geco.reconstructions else None,
                      **stage_fields(x, f"stages.{EXTRACTOR_STAGE}",
                                     extra_groups=frozen_paes if config.geco.reconstructions else ())))
+    # decision thresholds for --mode=predict, on the training normals (not a training stage:
+    # final_stage stays the extractor, whose weights evaluation, predict and export read)
+    out.append(thresholds_stage(config, data, predict, EXTRACTOR_STAGE, EVAL_KEYS))
     return out
 
 
@@ -158,10 +163,42 @@ def predict(config):
     return fn
 
 
-def evaluators(config) -> dict:
-    data = asd_run_data.ASDData(config)
-    return {"test": ASDEvaluator(lambda: data.source("test"), int(config.batch.eval), max_fpr=config.eval.max_fpr,
-                                 primary_metric=config.eval.primary_metric)}
+def predictor(config, workdir: str):
+    return asd_predictor.predictor(SYSTEM, config, workdir)
+
+
+def inference_model(config, workdir: str, *, export: bool = True):
+    """The finished extractor stage as waveform -> ``score_per_class`` (experiments/asd/export.py):
+    log-mel, the clip's segments (``segment_clip``, Tgram waveform segments included), the
+    extractor ``net`` (the PAEs only make training data) and for every class the mean over
+    segments of -log p(ID). The export form computes the log-mel's DFT matrix in the graph
+    (``jaxaudio/export/frontend.py``). int8 keeps in float the log-mel, the segmenting (in the front
+    end's scope, so the waveform reaching the Tgram is never rounded to int8), the Tgram's strided
+    conv on the waveform (``TGRAM_SCOPE``) and the score head (``SCORE_SCOPE``)."""
+    from experiments.asd import export as asd_export
+    from jaxaudio.export import frontend as export_frontend
+    from jaxaudio.train.trainer import restore_final
+
+    fe = frontend_config(config)
+    net_cfg = model_config(config).net
+    _, state, _ = restore_final(SYSTEM, config, workdir)
+    graphdef = nnx.split(nnx.eval_shape(lambda: geco_model.GeCoNet(net_cfg, rngs=nnx.Rngs(0))), nnx.Param, ...)[0]
+
+    def fn(variables, waveform):
+        net = nnx.merge(graphdef, variables["params"], variables["model_state"])
+        mel = (export_frontend.log_mel if export else features.log_mel)(waveform, fe)
+        with jax.named_scope(features.FRONTEND_SCOPE):
+            mel_seg, wave_seg = geco_model.segment_clip(mel, waveform, net_cfg)   # (b, n, frames, F), (b, n, S)
+        b, n = mel_seg.shape[:2]
+        out = net(mel_seg.reshape(b * n, *mel_seg.shape[2:]), wave_seg.reshape(b * n, -1), train=False)
+        return {asd_export.SCORE_PER_CLASS: asd_export.id_scores(out["id_logits"].reshape(b, n, -1))}
+
+    variables = {"params": state.params["net"], "model_state": state.model_state["net"]}
+    return asd_export.inference_model(
+        config, asd_run_data.ASDData(config), name="geco", fn=fn, variables=variables,
+        source=f"{os.path.abspath(workdir)} ({EXTRACTOR_STAGE}, step {int(state.step)})",
+        evaluator=asd_run_data.evaluators(config)["test"],
+        float_scopes=(asd_export.SCORE_SCOPE, geco_model.TGRAM_SCOPE))
 
 
 SYSTEM = System(
@@ -171,10 +208,12 @@ SYSTEM = System(
     presets=geco_config.PRESETS,
     build_model=build_model,
     stages=stages,
-    evaluators=evaluators,
+    evaluators=asd_run_data.evaluators,
     predict=predict,
     final_stage=lambda config: EXTRACTOR_STAGE,
     eval_keys=EVAL_KEYS,
     finalize_config=asd_run_data.finalize,
+    predictor=predictor,
+    inference_model=inference_model,
     task="asd",
 )

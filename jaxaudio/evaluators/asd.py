@@ -6,6 +6,7 @@ validation, the final evaluation, export verification and predict mode score ali
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 from typing import Callable, Optional, Sequence
@@ -38,11 +39,22 @@ def score_records(source, scores: np.ndarray) -> list[ScoreRecord]:
             for f, s in zip(source.files, scores) if f.label is not None]
 
 
+def write_scores_csv(records: Sequence[ScoreRecord], path: str) -> None:
+    """Every scored clip (file, machine type, ID, label, score): what the per-ID figures came from,
+    for a reader who wants other cuts of them (the built-in set's anomaly kinds, say)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "machine_type", "machine_id", "label", "score"])
+        for r in records:
+            writer.writerow([r.path, r.machine_type, r.machine_id, r.label, repr(float(r.score))])
+
+
 @dataclasses.dataclass
 class ASDEvaluator:
     """AUC, pAUC (McClish, as the official DCASE2020 code) and pAUC (raw area / p) of clip
     scores on one labelled test set: per machine ID, per machine type (mean over its IDs) and
-    overall (mean over types). Plots: ROC curves per type; the per-ID table as Markdown.
+    overall (mean over types). Plots: ROC curves per type; the per-ID table as Markdown;
+    every clip's score as CSV.
 
     source_fn: builds the ``ASDClipSource`` (called once, when first needed: the data may have to
     be generated).
@@ -86,4 +98,5 @@ class ASDEvaluator:
                             max_fpr=self.max_fpr)
             with open(os.path.join(plot_dir, f"{prefix}per_id.md"), "w") as f:
                 f.write(per_id_table_markdown(result) + "\n")
+            write_scores_csv(records, os.path.join(plot_dir, f"{prefix}scores.csv"))
         return result.to_dict()

@@ -85,6 +85,7 @@ def export_workdir(model: InferenceModel, out_dir: str, formats: str | Iterable[
         "input_name": INPUT_NAME, "input_shape": list(model.input_shape),
         "outputs": [_describe(o) for o in model.outputs],
         "primary_metric": metric, "higher_is_better": model.higher_is_better,
+        "report_metrics": [m for m in model.report_metrics if m != metric],
         "verify_examples": checks["examples"], "jax_metrics": checks["jax"],
         "threads": list(threads), "runtime_baseline_rss_mib": reporting.measure("-", 1, 0)["peak_rss_mib"],
         "variants": variants,

@@ -11,7 +11,8 @@ Output kinds, and what verification reports for each:
   FRAME_PROBS    (batch, frames, classes) probabilities; ``frame_timestamps`` required.
   CLIP_PROBS     (batch, classes) multi-label probabilities (e.g. the weak head of a SED model).
   CLASS_PROBS    (batch, classes) single-label probabilities (a softmax).
-  ANOMALY_SCORE  (batch,) or (batch, ...) float scores; larger is more anomalous.
+  ANOMALY_SCORE  (batch,) or (batch, ...) float scores; larger is more anomalous. With ``labels``,
+                 the last axis holds one score per label (e.g. per machine ID: a device reads its own).
   TOKEN_IDS      (batch, tokens) integer ids (a greedy decode); ``labels`` is the vocabulary.
 
 Probability kinds get max/mean absolute error and the agreement of decisions at 0.5; scores
@@ -36,7 +37,7 @@ PROBABILITY_KINDS = (FRAME_PROBS, CLIP_PROBS, CLASS_PROBS)  # compared by decisi
 FLOAT_KINDS = PROBABILITY_KINDS + (ANOMALY_SCORE,)
 INTEGER_KINDS = (TOKEN_IDS,)
 # Kinds whose last axis is one per label, so ``labels`` (when given) must match its size.
-LABELLED_AXIS_KINDS = (FRAME_PROBS, CLIP_PROBS, CLASS_PROBS)
+LABELLED_AXIS_KINDS = (FRAME_PROBS, CLIP_PROBS, CLASS_PROBS, ANOMALY_SCORE)
 # Kinds whose arrays have a fixed rank: (batch, frames, classes) and (batch, classes).
 RANKS = {FRAME_PROBS: 3, CLIP_PROBS: 2, CLASS_PROBS: 2, TOKEN_IDS: 2}
 
@@ -114,6 +115,8 @@ class InferenceModel:
     outputs: the declared outputs; ``fn`` must return exactly these names.
     primary_metric: the key of ``HeldOut.score`` that the report compares across variants.
     higher_is_better: direction of ``primary_metric`` (False for error rates such as CER).
+    report_metrics: further keys of ``HeldOut.score`` that the report lists next to the primary
+      metric, for JAX and each variant (e.g. an ASD system's ``pauc``).
     sample_rate: Hz, for audio models (the report states it); None otherwise.
     calibration: ``n -> (n, *input_shape)`` float32 examples from the training data, for
       full-integer calibration; None if the system has none (then no ``int8``).
@@ -143,6 +146,7 @@ class InferenceModel:
     per_channel_dense: bool = True
     source: str = ""
     higher_is_better: bool = True
+    report_metrics: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -161,6 +165,7 @@ class InferenceModel:
             raise ExportError(f"{self.name}: output name(s) {repeated} declared more than once")
         object.__setattr__(self, "outputs", outputs)
         object.__setattr__(self, "float_scopes", tuple(self.float_scopes))
+        object.__setattr__(self, "report_metrics", tuple(self.report_metrics))
         if not self.primary_metric or not isinstance(self.primary_metric, str):
             raise ExportError(f"{self.name}: primary_metric={self.primary_metric!r}; expected the key of "
                               "HeldOut.score that the report compares")

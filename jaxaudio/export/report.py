@@ -119,6 +119,16 @@ def to_markdown(report: dict) -> str:
         row += [f"{lat['p50_ms']:.1f} / {lat['p95_ms']:.1f}" for lat in v["latency"]]
         row += [f"{max(lat['peak_rss_mib'] for lat in v['latency']):.1f}"]
         lines.append("| " + " | ".join(row) + " |")
+    others = report.get("report_metrics") or []
+    if others:
+        lines += ["", "Further metrics on the same examples (JAX first; d: variant - JAX):", "",
+                  "| model | " + " | ".join(f"{k} | d{k}" for k in others) + " |", "|---|" + "---|---|" * len(others),
+                  "| JAX | " + " | ".join(f"{_figure(report['jax_metrics'], k, '.4f')} | -" for k in others) + " |"]
+        for fmt, v in report["variants"].items():
+            ver = v.get("verify", {})
+            cells = [f"{_figure(ver.get('metrics', {}), k, '.4f')} | {_figure(ver.get('metric_deltas', {}), k, '+.4f')}"
+                     for k in others]
+            lines.append(f"| {fmt} | " + " | ".join(cells) + " |")
     lines += ["", "Per output (agreement: decisions at 0.5 for probabilities, exact sequences for token ids):", "",
               "| variant | output | max abs | mean abs | agreement |", "|---|---|---|---|---|"]
     for fmt, v in report["variants"].items():

@@ -75,6 +75,10 @@ ACTIVATIONS = ("prelu", "relu")
 POOLINGS = ("gdc", "mean")
 HEADS = ("linear", "arcface")
 RECON_WAVES = ("original", "zeros")
+# The named scope of the Tgram's strided conv on the waveform (``TgramBranch.extract``): the
+# learned counterpart of the log-mel front end, which the int8 export keeps in float like the
+# log-mel (an int8 waveform loses the quiet clips); see experiments/geco/system.py.
+TGRAM_SCOPE = "tgram_extract"
 
 # STgram-MFN's log-mel: torchaudio MelSpectrogram defaults (periodic Hann, centred, reflect, HTK,
 # no norm, 0 Hz to Nyquist) + AmplitudeToDB(stype='power'): 10 log10(max(x, 1e-10)), no top_db.
@@ -341,7 +345,8 @@ class TgramBranch(nnx.Module):
         if frames < 1:
             raise ShapeError(f"TgramBranch: {wave.shape[1]} samples are shorter than one window "
                              f"(frontend.win_length={self.cfg.frontend.win_length})")
-        return self.extractor(jnp.asarray(wave, jnp.float32)[..., None])[:, :frames]
+        with jax.named_scope(TGRAM_SCOPE):
+            return self.extractor(jnp.asarray(wave, jnp.float32)[..., None])[:, :frames]
 
     def __call__(self, wave: jax.Array, *, train: bool, rngs=None) -> jax.Array:
         """``train`` / ``rngs``: the common convention; the branch has no train-time behaviour."""
@@ -535,15 +540,26 @@ def _xp(x):
     return jnp if isinstance(x, jax.Array) else np
 
 
+def _cut(x, starts: np.ndarray, length: int, axis: int):
+    """``x``'s ``length``-long windows at ``starts`` along ``axis`` (negative), stacked just before it.
+
+    numpy: one ``take``. jax: one static slice per window, stacked. Why not a gather: the starts are
+    known when tracing, and a gather stores its index array in the graph; in the TFLite export of
+    GeCo the waveform's (n_segments * segment_samples) int32 indices were a third of the int8 file.
+    """
+    if _xp(x) is np:
+        index = starts[:, None] + np.arange(length)[None, :]
+        shape = x.shape[:axis] + (len(starts), length) + (x.shape[axis + 1:] if axis != -1 else ())
+        return np.take(x, index.reshape(-1), axis=axis).reshape(shape)
+    return jnp.stack([jax.lax.slice_in_dim(x, int(s), int(s) + length, axis=x.ndim + axis) for s in starts],
+                     axis=x.ndim + axis)
+
+
 def segment_frames(feats, length: int, hop: int):
     """``(..., frames, n_mels) -> (..., n_segments, length, n_mels)`` at ``segment_starts``
     (numpy in, numpy out: a host-side data step; a jax array stays a jax array)."""
-    xp = _xp(feats)
-    feats = xp.asarray(feats)
-    starts = segment_starts(feats.shape[-2], length, hop)
-    index = starts[:, None] + np.arange(length)[None, :]
-    return xp.take(feats, index.reshape(-1), axis=-2).reshape(*feats.shape[:-2], len(starts), length,
-                                                              feats.shape[-1])
+    feats = _xp(feats).asarray(feats)
+    return _cut(feats, segment_starts(feats.shape[-2], length, hop), length, axis=-2)
 
 
 def segment_waveform(wave, cfg: GeCoConfig, n_frames: int | None = None):
@@ -563,8 +579,7 @@ def segment_waveform(wave, cfg: GeCoConfig, n_frames: int | None = None):
     need = int(starts[-1]) + size
     if need > n:
         wave = xp.pad(wave, [(0, 0)] * (wave.ndim - 1) + [(0, need - n)])
-    index = starts[:, None] + np.arange(size)[None, :]
-    return xp.take(wave, index.reshape(-1), axis=-1).reshape(*wave.shape[:-1], len(starts), size)
+    return _cut(wave, starts, size, axis=-1)
 
 
 def segment_clip(mel, wave, cfg: GeCoConfig):
@@ -595,6 +610,7 @@ def with_reconstructions(mel, wave, recon_mel):
 
 __all__ = [
     "GeCoConfig", "STGRAM_MFN", "GECO_STGRAM", "STGRAM_FRONTEND", "TINY_FRONTEND", "PRESETS", "SHARDING_RULES",
+    "TGRAM_SCOPE",
     "TgramBranch", "MobileFaceNetLite", "InvertedResidual", "ArcFaceHead", "PReLU", "GeCoNet",
     "anomaly_score", "clip_score", "segment_starts", "segment_frames", "segment_waveform", "segment_clip",
     "with_reconstructions",

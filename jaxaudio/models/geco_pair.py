@@ -15,6 +15,7 @@ from flax import nnx
 
 from jaxaudio.errors import ConfigError
 from jaxaudio.models.geco import GeCoConfig, GeCoNet
+from jaxaudio.models.machine_types import own_rows_mean, own_type_rows, row_types
 from jaxaudio.models.pae import PAE, PAEConfig, prediction_error
 
 
@@ -56,7 +57,7 @@ class GeCoPair(nnx.Module):
 
     def row_types(self, class_id: jax.Array) -> jax.Array:
         """The machine type of each row's ID class."""
-        return jnp.asarray(self.cfg.class_types, jnp.int32)[jnp.asarray(class_id, jnp.int32)]
+        return row_types(self.cfg.class_types, class_id)
 
     def pae_loss(self, mel: jax.Array, class_id: jax.Array, *, train: bool, rngs=None) -> jax.Array:
         """Sum over machine types of that type's PAE's mean prediction error over its own rows:
@@ -64,15 +65,9 @@ class GeCoPair(nnx.Module):
         types = self.row_types(class_id)
         total = jnp.zeros((), jnp.float32)
         for k, pae in enumerate(self.paes):
-            err = prediction_error(pae(mel, train=train, rngs=rngs), mel)
-            mine = (types == k).astype(jnp.float32)
-            total = total + jnp.sum(err * mine) / jnp.maximum(jnp.sum(mine), 1.0)
+            total = total + own_rows_mean(prediction_error(pae(mel, train=train, rngs=rngs), mel), types, k)
         return total
 
     def reconstruct(self, mel: jax.Array, class_id: jax.Array) -> jax.Array:
         """Each row predicted by its own machine type's PAE (eval mode), ``(batch, frames, n_mels)``."""
-        types = self.row_types(class_id)
-        out = jnp.zeros_like(mel)
-        for k, pae in enumerate(self.paes):
-            out = jnp.where((types == k)[:, None, None], pae(mel, train=False), out)
-        return out
+        return own_type_rows([pae(mel, train=False) for pae in self.paes], self.row_types(class_id))

@@ -2,7 +2,8 @@
 
     config.stages.<name> = {steps, lr, weight_decay, schedule: {kind, ...}, groups: ((name,
       regex, lr, weight_decay), ...), clip_norm, ema (0: no EMA teacher), eval_every,
-      log_every, checkpoint_every, keep, ...system-specific loss keys}
+      log_every, checkpoint_every, keep, b1 / b2 / eps (Adam's; unset: optim's defaults),
+      ...system-specific loss keys}
 
 Why one schema: ``stage1_lr``-style keys multiply with every stage and every system; here
 each stage is the same shape, so overrides read alike (``--config.stages.finetune2.lr=1e-4``).
@@ -15,6 +16,7 @@ from jaxaudio.errors import ConfigError
 from jaxaudio.utils.config import plain
 
 LOOP_KEYS = ("log_every", "checkpoint_every", "keep", "eval_every")
+ADAM_KEYS = ("b1", "b2", "eps")
 
 
 def schedule_of(stage_cfg: Mapping[str, Any]) -> dict | None:
@@ -53,6 +55,9 @@ def stage_fields(stage_cfg: Mapping[str, Any], where: str, *, extra_groups=(), l
     default: dict[str, Any] = {"lr": stage_cfg.get("lr", 0.0)}
     if stage_cfg.get("weight_decay") is not None:
         default["weight_decay"] = stage_cfg["weight_decay"]
+    for key in ADAM_KEYS:
+        if stage_cfg.get(key) is not None:
+            default[key] = float(stage_cfg[key])
     if schedule:
         default["schedule"] = schedule
     fields: dict[str, Any] = {

@@ -359,9 +359,11 @@ def _earlier_invocations(record_path: str) -> list[dict]:
 
 
 def batch_predictor(system: System, config, workdir: str, *, who: str = "teacher", mesh=None):
-    """``predict_batch(inputs (batch, ...)) -> {output name: array}`` with the final stage's
-    ``who`` ("teacher" if the run has one, else the student), through the same compiled
-    forward pass as the run's own evaluation; plus a description of the weights."""
+    """``predict_batch(inputs (batch, ...), **other keys) -> {output name: array}`` with the final
+    stage's ``who`` ("teacher" if the run has one, else the student), through the same compiled
+    forward pass as the run's own evaluation; plus a description of the weights. ``inputs`` is
+    the batch's ``eval_keys[0]``; the other keys the System's predict reads (``eval_keys[1:]``,
+    e.g. an ASD system's ``class_id``) are passed by name, one row per input."""
     config = without_start_weights(system, config)
     trainer = Trainer(system, config, workdir, mesh=mesh)
     graphdef, state, shardings = restore_final(system, config, workdir, mesh=trainer.mesh)
@@ -370,10 +372,14 @@ def batch_predictor(system: System, config, workdir: str, *, who: str = "teacher
     else:
         who, params, model_state = "student", state.params, state.model_state
     predict = trainer.predict_step(graphdef, shardings)
-    key = system.eval_keys[0]
+    key, needed = system.eval_keys[0], tuple(system.eval_keys[1:])
 
-    def predict_batch(inputs: np.ndarray) -> dict[str, np.ndarray]:
-        batch = {key: np.asarray(inputs), "index": np.arange(len(inputs), dtype=np.int32)}
+    def predict_batch(inputs: np.ndarray, **others) -> dict[str, np.ndarray]:
+        missing = [k for k in needed if k not in others]
+        if missing:
+            raise ValueError(f"{system.name}: predict_batch needs the batch keys {missing} too (System.eval_keys)")
+        batch = {key: np.asarray(inputs), **{k: np.asarray(v) for k, v in others.items()},
+                 "index": np.arange(len(inputs), dtype=np.int32)}
         return {k: v for k, v in predict(params, model_state, batch).items() if k != "index"}
 
     step = int(np.asarray(jax.device_get(state.step)))

@@ -3,12 +3,13 @@
 import json
 import os
 
-from benchmarks import sed_ablations as bench
+from benchmarks import ablation_runs, sed_ablations as bench
 from jaxaudio.train import stages as stage_files
 
 
 def test_dry_run_lists_every_arm(tmp_path, capsys):
-    assert bench.main(["--dry-run", "--seeds", "3", "--root", str(tmp_path)]) == 0
+    argv = ["--dry-run", "--seeds", "3", "--root", str(tmp_path)]
+    assert ablation_runs.main(bench.ABLATION, bench.__doc__, argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" seed")[0] for line in lines] == list(bench.ARMS)
     by_arm = dict(zip(bench.ARMS, lines))
@@ -19,8 +20,8 @@ def test_dry_run_lists_every_arm(tmp_path, capsys):
 
 
 def test_before_arm_is_the_earlier_tiny_recipe():
-    _, before, _ = bench.arm_config("pmam_before", 0, "r")
-    _, after, _ = bench.arm_config("pmam", 0, "r")
+    _, before, _ = ablation_runs.arm_config(bench.ABLATION, "pmam_before", 0, "r")
+    _, after, _ = ablation_runs.arm_config(bench.ABLATION, "pmam", 0, "r")
     assert before.eval.median_window == 5 and (before.eval.weak_mask, before.eval.temperature) == (False, 1.0)
     assert after.eval.weak_mask and after.eval.temperature == 0.5 and len(after.eval.median_window) == 10
     f = before.stages.finetune2
@@ -43,9 +44,9 @@ def test_report_pairs_finished_runs_by_seed(tmp_path):
     finished("pmam_before", 0, 0.4)
     finished("pmam", 1, 0.6)          # no baseline for seed 1: not paired
     os.makedirs(tmp_path / "pmam_seed2")   # unfinished: ignored
-    rows = bench.finished_runs(str(tmp_path))
+    rows = ablation_runs.finished_runs(bench.ABLATION, str(tmp_path))
     assert sorted((r["arm"], r["seed"]) for r in rows) == [("pmam", 0), ("pmam", 1), ("pmam_before", 0)]
-    summary = bench.summarise(rows)
+    summary = ablation_runs.summarise(bench.ABLATION, rows)
     (fixes,) = [c for c in summary["comparisons"] if c["name"] == "PMAM recipe fixes"]
     assert fixes["seeds"] == [0]
     assert abs(fixes["validation/teacher/psds1"]["mean"] - 0.1) < 1e-12
@@ -54,10 +55,10 @@ def test_report_pairs_finished_runs_by_seed(tmp_path):
 
 
 def test_pretrained_encoder_arm_starts_from_the_same_seeds_pmam_pretraining():
-    _, config, workdir = bench.arm_config("matsed_pmam_encoder", 2, "r")
+    _, config, workdir = ablation_runs.arm_config(bench.ABLATION, "matsed_pmam_encoder", 2, "r")
     assert config.model.encoder_from == os.path.join("r", "pmam_seed2", "round2", "pretrain")
     assert workdir == os.path.join("r", "matsed_pmam_encoder_seed2")
-    _, plain, _ = bench.arm_config("matsed", 2, "r")
+    _, plain, _ = ablation_runs.arm_config(bench.ABLATION, "matsed", 2, "r")
     assert plain.model.encoder_from == ""
     del config.model["encoder_from"], plain.model["encoder_from"]
     assert config.to_json() == plain.to_json()    # nothing else differs

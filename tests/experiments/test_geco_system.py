@@ -69,7 +69,7 @@ def test_id_classifier_baseline_is_geco_without_reconstructions(smoke_data):
     config.geco.reconstructions = False
     config.data.classes = ("ToyCar/id_01", "ToyCar/id_02", "fan/id_00", "fan/id_02")   # no data read
     system = registry.load("geco")
-    assert [s.name for s in system.stages(config, "/nonexistent")] == ["extractor"]
+    assert [s.name for s in system.stages(config, "/nonexistent")] == ["extractor", "thresholds"]
     model = nnx.eval_shape(lambda: system.build_model(config))
     assert not hasattr(model, "paes") and not model.net.cfg.recon_head
     assert geco_system.model_config(config).class_types == (0, 0, 1, 1)
