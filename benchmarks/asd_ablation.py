@@ -101,7 +101,11 @@ def per_kind_auc(arm: str, workdir: str, config) -> dict:
                 kind, severity = fact
                 for name in (f"kind/{kind}", f"severity/{'mild' if severity < MILD else 'clear'}"):
                     groups.setdefault(name, {}).setdefault(id(clips), (normals, []))[1].append(s)
-    out = {}
+    normal = [float(r["score"]) for r in rows if r["label"] == "0"]
+    anomalous = [float(r["score"]) for r in rows if r["label"] == "1"]
+    # how far apart the two lie on the score's own scale: for -log p(ID), a median near 0 is a
+    # classifier sure of the ID whether or not the clip is anomalous (the score saturates)
+    out = {"score/normal_median": float(np.median(normal)), "score/anomaly_median": float(np.median(anomalous))}
     for name, per_id in groups.items():
         aucs = [roc_auc([0] * len(n) + [1] * len(a), n + a) for n, a in per_id.values()]
         out[f"anomaly/{name}/auc"] = float(np.mean(aucs))
@@ -127,15 +131,16 @@ def markdown(result: dict) -> str:
         lines.append(f"| {c['name']}: {c['arm']} − {c['baseline']} | {c['claim']} | {len(c['seeds'])} | "
                      f"{', '.join(f'{d:+.3f}' for d in a['differences'])} | {a['mean']:+.3f} | "
                      f"{a['better_in']} of {len(c['seeds'])} | {p['mean']:+.3f} |")
-    kinds = sorted({k for r in result["runs"] for k in r if k.startswith("anomaly/")})
+    kinds = sorted({k for r in result["runs"] for k in r if k.startswith(("anomaly/", "score/"))})
     if kinds:
-        lines += ["", "AUC per anomaly kind and severity (mean over seeds; each kind against its IDs' normals):", "",
-                  "| arm | " + " | ".join(k.split("/")[1] + "/" + k.split("/")[2] for k in kinds) + " |",
+        lines += ["", "AUC per anomaly kind and severity (mean over seeds; each kind against its IDs' normals), and the "
+                  "median test score of normal and anomalous clips on each arm's own scale:", "",
+                  "| arm | " + " | ".join("/".join(k.split("/")[1:3]) for k in kinds) + " |",
                   "|---|" + "---|" * len(kinds)]
         for arm in s["arms"]:
             runs = [r for r in result["runs"] if r["arm"] == arm]
             lines.append(f"| {arm} | " + " | ".join(
-                f"{np.mean([r[k] for r in runs if k in r]):.3f}" if any(k in r for r in runs) else "–"
+                f"{np.mean([r[k] for r in runs if k in r]):.3g}" if any(k in r for r in runs) else "–"
                 for k in kinds) + " |")
     lines += ["", "| arm | seed | AUC | pAUC | minutes |", "|---|---|---|---|---|"]
     for r in result["runs"]:

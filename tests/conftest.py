@@ -20,20 +20,46 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 
 # Tests that share the session's smoke-trained workdirs (tests/experiments/conftest.py: each
-# system trained once per process that asks for it) stay on one worker.
+# system trained once per process that asks for it) stay on one worker per task: the SED systems
+# (PMAM, MAT-SED and the CRNN, which several modules use together) on one, the ASD systems
+# (GeCo, the autoencoder) on one, so the two sets train side by side.
 SHARED_RUNS_DIR = "tests/experiments/"
+ASD_SYSTEMS = ("geco", "asd_ae")
+
+
+def uses_shared_runs(module_path: str) -> bool:
+    """Does a test module take the ``trained`` or ``smoke_data`` fixture (in a test or a fixture of its own)?"""
+    import re
+
+    try:
+        with open(module_path) as f:
+            return re.search(r"def \w+\([^)]*\b(trained|smoke_data)\b", f.read()) is not None
+    except OSError:
+        return False
+
+
+def shared_runs_scope(nodeid: str) -> str:
+    """``tests/experiments/asd`` for the tests of the ASD systems' runs, ``.../sed`` for the other
+    tests of shared runs, the module itself for a module that uses none."""
+    path = nodeid.split("::", 1)[0]
+    if not uses_shared_runs(path):
+        return path
+    module = path.rsplit("/", 1)[-1]
+    params = nodeid.rsplit("[", 1)[-1].rstrip("]") if nodeid.endswith("]") else ""
+    asd = module.startswith(("test_geco", "test_asd")) or params in ASD_SYSTEMS
+    return SHARED_RUNS_DIR + ("asd" if asd else "sed")
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Each test module on one worker (its module fixtures built once), and every test under
-    tests/experiments/ on one worker (the smoke-trained runs built once). Not ``--dist
+    """Each test module on one worker (its module fixtures built once), and the tests under
+    tests/experiments/ in two scopes by the runs they share (``shared_runs_scope``). Not ``--dist
     loadgroup`` marks: pytest 9 node ids no longer carry the group suffix xdist 3.8 adds."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleOrSharedRuns(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return SHARED_RUNS_DIR if module.startswith(SHARED_RUNS_DIR) else module
+            return shared_runs_scope(nodeid) if module.startswith(SHARED_RUNS_DIR) else module
 
     return ModuleOrSharedRuns(config, log)
 

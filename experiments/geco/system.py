@@ -95,10 +95,11 @@ def extractor_loss_fn(config):
     """CE over IDs on the originals, and with reconstructions SupCon (originals and reconstructions of
     an ID as two classes) + the real-vs-reconstruction BCE (``config.geco`` weights)."""
     fe, g = frontend_config(config), config.geco
-    net_cfg = model_config(config).net
-    n_classes = net_cfg.n_classes
 
     def loss(model, batch, rng, teacher, step):
+        # built when the loss is traced, not when the stage list is: the class list may need the data
+        net_cfg = model_config(config).net
+        n_classes = net_cfg.n_classes
         class_id = batch["class_id"]
         mel = features.log_mel(batch["audio"], fe)
         mel, wave = random_crop(rng, mel, batch["audio"], net_cfg.frames, fe.hop_length, net_cfg.segment_samples)
