@@ -133,8 +133,8 @@ def markdown(result: dict) -> str:
                      f"{a['better_in']} of {len(c['seeds'])} | {p['mean']:+.3f} |")
     kinds = sorted({k for r in result["runs"] for k in r if k.startswith(("anomaly/", "score/"))})
     if kinds:
-        lines += ["", "AUC per anomaly kind and severity (mean over seeds; each kind against its IDs' normals), and the "
-                  "median test score of normal and anomalous clips on each arm's own scale:", "",
+        lines += ["", "AUC per anomaly kind and severity (mean over seeds; each kind against its IDs' normals), "
+                  "and the median test score of normal and anomalous clips on each arm's own scale:", "",
                   "| arm | " + " | ".join("/".join(k.split("/")[1:3]) for k in kinds) + " |",
                   "|---|" + "---|" * len(kinds)]
         for arm in s["arms"]:
