@@ -64,12 +64,13 @@ def test_missing_thresholds_name_the_file_and_how_to_make_them(tmp_path):
         asd_thresholds.load_thresholds(str(tmp_path), ["fan/id_00"], exp="geco")
 
 
-def test_trained_geco_thresholds_and_predict_score_as_the_evaluator(trained, tmp_path):
-    system, config, workdir, _ = trained("geco")
+@pytest.mark.parametrize("name, final", [("geco", "extractor"), ("asd_ae", "train")])
+def test_trained_thresholds_and_predict_score_as_the_evaluator(name, final, trained, tmp_path):
+    system, config, workdir, _ = trained(name)
     trainer = Trainer(system, config, workdir)
-    assert system.final_stage(config) == "extractor" and trainer.stages[-1].name == "thresholds"
+    assert system.final_stage(config) == final and trainer.stages[-1].name == "thresholds"
     assert stage_files.is_done(os.path.join(workdir, "thresholds"))
-    graphdef, state, shardings = trainer.model_of("extractor")
+    graphdef, state, shardings = trainer.model_of(final)
     predict_step = trainer.predict_step(graphdef, shardings)
 
     def predict(batch):
@@ -79,9 +80,9 @@ def test_trained_geco_thresholds_and_predict_score_as_the_evaluator(trained, tmp
     train_source = ASDData(config).source("train")
     train_scores = collect_clip_scores(train_source, predict, int(config.batch.eval))
     record = json.loads(Path(workdir, "thresholds", "thresholds.json").read_text())
-    assert sorted(record["classes"]) == sorted(ASDData(config).classes) and record["model_stage"] == "extractor"
-    for name, fit in record["classes"].items():
-        mine = train_scores[[f.class_name == name for f in train_source.files]]
+    assert sorted(record["classes"]) == sorted(ASDData(config).classes) and record["model_stage"] == final
+    for cls, fit in record["classes"].items():
+        mine = train_scores[[f.class_name == cls for f in train_source.files]]
         assert fit["count"] == len(mine) and fit["threshold"] == pytest.approx(
             asd_thresholds.decision_threshold(mine)["threshold"], rel=1e-5)
 
@@ -98,7 +99,7 @@ def test_trained_geco_thresholds_and_predict_score_as_the_evaluator(trained, tmp
     (mine / f"{copied.machine_id}_text.wav").write_text("not audio\n")   # a known class, but no audio
     (mine / f"{copied.machine_id}_empty.wav").write_bytes(b"")
     out = tmp_path / "out"
-    rc = run.main(["--exp=geco", "--mode=predict", "--workdir", workdir, "--input", *inputs, str(tmp_path / "mine"),
+    rc = run.main([f"--exp={name}", "--mode=predict", "--workdir", workdir, "--input", *inputs, str(tmp_path / "mine"),
                    "--out", str(out)])
     assert rc == 1   # some files failed; the others are written
     with open(out / "scores.csv") as f:
