@@ -94,13 +94,13 @@ def per_kind_auc(arm: str, workdir: str, config) -> dict:
         by_id.setdefault((r["machine_type"], r["machine_id"]), []).append(
             (int(r["label"]), float(r["score"]), facts.get(key)))
     groups = {}
-    for clips in by_id.values():
+    for machine, clips in by_id.items():
         normals = [s for label, s, _ in clips if label == 0]
         for label, s, fact in clips:
             if label == 1 and fact is not None:
                 kind, severity = fact
                 for name in (f"kind/{kind}", f"severity/{'mild' if severity < MILD else 'clear'}"):
-                    groups.setdefault(name, {}).setdefault(id(clips), (normals, []))[1].append(s)
+                    groups.setdefault(name, {}).setdefault(machine, (normals, []))[1].append(s)
     normal = [float(r["score"]) for r in rows if r["label"] == "0"]
     anomalous = [float(r["score"]) for r in rows if r["label"] == "1"]
     # how far apart the two lie on the score's own scale: for -log p(ID), a median near 0 is a
