@@ -121,11 +121,36 @@ def summarise(ablation: Ablation, rows: list[dict], metrics: Optional[tuple[str,
     return {"arms": arms, "comparisons": comparisons}
 
 
-def report(ablation: Ablation, root: str, preset: str, name: str, summary_metrics=None) -> dict:
+def with_earlier_runs(ablation: Ablation, rows: list[dict], path: str) -> list[dict]:
+    """``rows`` plus the runs an earlier report at ``path`` holds that are not under the root any
+    more (workdirs are scratch: a later session's root starts empty). A run found again under
+    the root replaces its earlier row; each kept row says where it came from."""
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        earlier = json.load(f).get("runs", [])
+    have = {(r["arm"], r["seed"]) for r in rows}
+    kept = [{**r, "from": r.get("from", "earlier report")} for r in earlier
+            if r["arm"] in ablation.arms and (r["arm"], r["seed"]) not in have]
+    return sorted(rows + kept, key=lambda r: (list(ablation.arms).index(r["arm"]), r["seed"]))
+
+
+EARLIER_NOTE = "† run recorded by an earlier report (its workdir is no longer under the root)."
+
+
+def seed_cell(row: dict) -> str:
+    """A run's seed for the per-run table, marked † when the row comes from an earlier report."""
+    return f"{row['seed']}{' †' if 'from' in row else ''}"
+
+
+def report(ablation: Ablation, root: str, preset: str, name: str, summary_metrics=None,
+           keep_earlier: bool = True) -> dict:
+    out_dir = os.path.join(ROOT, "benchmarks", "results")
     rows = finished_runs(ablation, root)
+    if keep_earlier:
+        rows = with_earlier_runs(ablation, rows, os.path.join(out_dir, f"{name}.json"))
     result = {"benchmark": ablation.name, "preset": preset, "root": root, "load_average": list(os.getloadavg()),
               "runs": rows, "summary": summarise(ablation, rows, summary_metrics)}
-    out_dir = os.path.join(ROOT, "benchmarks", "results")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -142,6 +167,8 @@ def main(ablation: Ablation, doc: str, argv=None, summary_metrics=None) -> int:
     parser.add_argument("--root", default=ablation.default_root)
     parser.add_argument("--name", default=ablation.name, help="result file name under benchmarks/results/")
     parser.add_argument("--report", action="store_true", help="only write the table of the finished runs")
+    parser.add_argument("--fresh", action="store_true",
+                        help="report only the runs under --root (default: also keep the earlier report's other runs)")
     parser.add_argument("--dry-run", action="store_true", help="print each run's stages and workdir; train nothing")
     args = parser.parse_args(argv)
     if args.dry_run:
@@ -158,5 +185,6 @@ def main(ablation: Ablation, doc: str, argv=None, summary_metrics=None) -> int:
                 row = run_arm(ablation, arm, seed, args.root, args.preset)
                 first = ablation.metrics[0]
                 print(f"{arm} seed {seed}: {first} {row[first]:.4f} ({row['minutes']:.1f} min)", flush=True)
-    print(ablation.markdown(report(ablation, args.root, args.preset, args.name, summary_metrics)))
+    print(ablation.markdown(report(ablation, args.root, args.preset, args.name, summary_metrics,
+                                   keep_earlier=not args.fresh)))
     return 0

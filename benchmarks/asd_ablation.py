@@ -144,8 +144,11 @@ def markdown(result: dict) -> str:
                 for k in kinds) + " |")
     lines += ["", "| arm | seed | AUC | pAUC | minutes |", "|---|---|---|---|---|"]
     for r in result["runs"]:
-        lines.append(f"| {r['arm']} | {r['seed']} | {r['test/student/auc']:.3f} | {r['test/student/pauc']:.3f} | "
+        lines.append(f"| {r['arm']} | {ablation_runs.seed_cell(r)} | {r['test/student/auc']:.3f} | "
+                     f"{r['test/student/pauc']:.3f} | "
                      f"{r['minutes']:.1f} |")
+    if any("from" in r for r in result["runs"]):
+        lines += ["", ablation_runs.EARLIER_NOTE]
     return "\n".join(lines) + "\n"
 
 

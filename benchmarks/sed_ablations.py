@@ -152,8 +152,10 @@ def markdown(result: dict) -> str:
                      f"{v['better_in']} of {len(c['seeds'])} | {v2['mean']:+.3f} |")
     lines += ["", "| arm | seed | val PSDS1 | eval PSDS1 | minutes |", "|---|---|---|---|---|"]
     for r in result["runs"]:
-        lines.append(f"| {r['arm']} | {r['seed']} | {r['validation/teacher/psds1']:.3f} | "
+        lines.append(f"| {r['arm']} | {ablation_runs.seed_cell(r)} | {r['validation/teacher/psds1']:.3f} | "
                      f"{r['eval/teacher/psds1']:.3f} | {r['minutes']:.1f} |")
+    if any("from" in r for r in result["runs"]):
+        lines += ["", ablation_runs.EARLIER_NOTE]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ SYSTEMS: dict[str, str] = {
     "matsed": "experiments.matsed.system:SYSTEM",
     "geco": "experiments.geco.system:SYSTEM",
     "asd_ae": "experiments.asd_ae.system:SYSTEM",
+    "rsic_kd": "experiments.rsic_kd.system:SYSTEM",
 }
 DEFAULT = "pmam"
 

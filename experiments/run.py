@@ -5,6 +5,7 @@
     python experiments/run.py --exp=crnn --preset=paper --workdir=/tmp/w --config.stages.train.lr=3e-4
     python experiments/run.py --exp=pmam --mode=predict --input FILE_OR_DIR ... --out DIR
     python experiments/run.py --exp=geco --mode=predict --input DIR [--machine fan/id_00]   # scores.csv
+    python experiments/run.py --exp=rsic_kd --mode=predict --input IMAGES_DIR   # predictions.csv
     python experiments/run.py --exp=pmam --mode=export [--formats float32,int8]
     python experiments/run.py --exp=pmam --mode=scale --simulate 8 --devices 1,2,4,8
 
@@ -38,7 +39,7 @@ def parse_args(argv):
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--print_config", action="store_true", help="print the resolved config and exit")
     predict = parser.add_argument_group("--mode=predict")
-    predict.add_argument("--input", nargs="+", default=None, help="audio files and/or folders")
+    predict.add_argument("--input", nargs="+", default=None, help="audio (or image) files and/or folders")
     predict.add_argument("--out", default=None,
                          help="output folder (default WORKDIR/predictions; export: WORKDIR/export)")
     predict.add_argument("--plots", type=int, default=5, help="timeline PNGs for the first N files")
@@ -120,14 +121,16 @@ def train(args, name, overrides) -> dict:
 
 
 def predict(args, name) -> dict:
-    """Score the user's files: SED systems write score tables and events, ASD systems scores.csv."""
+    """Score the user's files: SED systems write score tables and events, ASD systems scores.csv,
+    classifiers predictions.csv."""
     if not args.input:
         raise ConfigError("--mode=predict needs --input FILE_OR_DIR [...]")
     system, config = trained(args, name)
     if system.predictor is None:
         raise ConfigError(f"{system.name} has no predictor for --mode=predict")
-    if system.task not in ("sed", "asd"):
-        raise ConfigError(f"{system.name}: --mode=predict knows the tasks 'sed' and 'asd', not {system.task!r}")
+    if system.task not in ("sed", "asd", "classification"):
+        raise ConfigError(f"{system.name}: --mode=predict knows the tasks 'sed', 'asd' and 'classification', not "
+                          f"{system.task!r}")
     if args.machine is not None and system.task != "asd":
         raise ConfigError(f"--machine applies to anomalous sound detection systems; {system.name} is a "
                           f"{system.task!r} system")
@@ -138,6 +141,10 @@ def predict(args, name) -> dict:
         from jaxaudio.predict.asd import predict_files as predict_asd
 
         summary = predict_asd(predictor, args.input, out, machine=args.machine)
+    elif system.task == "classification":
+        from jaxaudio.predict.images import predict_files as predict_images
+
+        summary = predict_images(predictor, args.input, out)
     else:
         from jaxaudio.predict.sed import predict_files
 

@@ -23,7 +23,8 @@ class AudioFileError(JaxAudioError):
 
 
 class DataFormatError(JaxAudioError):
-    """A metadata file (tsv/csv/txt) has the wrong columns or an invalid row."""
+    """A data file or folder is not what it should be: a metadata file (tsv/csv/txt) with the wrong
+    columns or an invalid row, an unreadable image, a class folder with no images."""
 
     def __init__(self, path: os.PathLike | str, problem: str, row: Optional[int] = None):
         self.path = str(path)

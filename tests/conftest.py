@@ -8,6 +8,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 # Must happen before jax is imported anywhere in the test session.
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
@@ -21,10 +23,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 # Tests that share the session's smoke-trained workdirs (tests/experiments/conftest.py: each
 # system trained once per process that asks for it) stay on one worker per task: the SED systems
-# (PMAM, MAT-SED and the CRNN, which several modules use together) on one, the ASD systems
-# (GeCo, the autoencoder) on one, so the two sets train side by side.
+# (PMAM, MAT-SED and the CRNN, which several modules use together) on one, the other tasks'
+# systems (GeCo and the autoencoder, which share their data; the scene distillation) on the
+# other, so the two sets train side by side.
 SHARED_RUNS_DIR = "tests/experiments/"
-ASD_SYSTEMS = ("geco", "asd_ae")
+OTHER_TASK_SYSTEMS = ("geco", "asd_ae", "rsic_kd")
 
 
 def uses_shared_runs(module_path: str) -> bool:
@@ -39,14 +42,14 @@ def uses_shared_runs(module_path: str) -> bool:
 
 
 def shared_runs_scope(nodeid: str) -> str:
-    """``tests/experiments/asd`` for the tests of the ASD systems' runs, ``.../sed`` for the other
+    """``tests/experiments/asd`` for the tests of the non-SED systems' runs, ``.../sed`` for the other
     tests of shared runs, the module itself for a module that uses none."""
     path = nodeid.split("::", 1)[0]
     if not uses_shared_runs(path):
         return path
     module = path.rsplit("/", 1)[-1]
     params = nodeid.rsplit("[", 1)[-1].rstrip("]") if nodeid.endswith("]") else ""
-    asd = module.startswith(("test_geco", "test_asd")) or params in ASD_SYSTEMS
+    asd = module.startswith(("test_geco", "test_asd", "test_rsic")) or params in OTHER_TASK_SYSTEMS
     return SHARED_RUNS_DIR + ("asd" if asd else "sed")
 
 
@@ -67,3 +70,18 @@ def pytest_xdist_make_scheduler(config, log):
 def pytest_sessionfinish(session, exitstatus):
     if _CACHE is not None:
         shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def require_reference():
+    """``require_reference("timm")``: import a reference library for a parity test; skip without it
+    on a developer's machine, but fail in CI (``CI`` set), where ``.ci/run`` installs it and a
+    reference-parity test must never skip."""
+    import importlib
+
+    def require(name: str):
+        if os.environ.get("CI"):
+            return importlib.import_module(name)
+        return pytest.importorskip(name)
+
+    return require

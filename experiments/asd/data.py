@@ -28,7 +28,9 @@ def data_config(preset: str):
 
     d = ml_collections.ConfigDict()
     d.data_dir = ""               # a DCASE2020 task-2 folder (dev_data/...); "" = the built-in set
-    d.synth_preset = "dev_like"   # built-in set when data_dir is empty (jaxaudio/data/synth/asd.py)
+    # built-in set when data_dir is empty (jaxaudio/data/synth/asd.py); none for the paper preset,
+    # which is DCASE2020's recipe: "dev_like" (3.4 GB, DCASE2020 dev's size) only when asked for
+    d.synth_preset = ""
     d.synth_dir = "data/asd_synth_dev_like"
     d.subsets = ("dev",)          # train on dev_data (+ "additional" / "eval" train folders if listed)
     d.machine_types = ()          # () = every machine type found
@@ -51,6 +53,10 @@ def data_root(data_cfg) -> str:
         if not os.path.isdir(data_cfg.data_dir):
             raise ConfigError(f"data.data_dir (--data_dir): {data_cfg.data_dir!r} is not a folder")
         return data_cfg.data_dir
+    if not data_cfg.synth_preset:
+        raise ConfigError("the paper preset trains on DCASE2020 task 2: pass its folder with --data_dir=/path "
+                          "(dev_data/<machine_type>/{train,test}/...), or generate the built-in set at DCASE2020 "
+                          "dev's size (3.4 GB) with --config.data.synth_preset=dev_like")
     if data_cfg.synth_preset not in asd_synth.PRESETS:
         raise ConfigError(f"data.synth_preset: unknown preset {data_cfg.synth_preset!r}; presets: "
                           f"{', '.join(asd_synth.PRESETS)}")

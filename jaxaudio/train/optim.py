@@ -30,7 +30,10 @@ FROZEN = "frozen"
 
 
 def make_lr_schedule(lr: float, schedule: Mapping[str, Any] | None, total_steps: int) -> optax.Schedule:
-    """``lr`` shaped by ``schedule`` ({'kind': 'constant'|'warmup_exp_down'|'noam', ...})."""
+    """``lr`` shaped by ``schedule`` ({'kind': 'constant'|'warmup_exp_down'|'noam'|'warmup_cosine', ...}).
+
+    ``warmup_cosine`` (``warmup_steps``, optional ``end_fraction``, default 0): optax's linear warm-up
+    to ``lr`` then cosine decay to ``lr * end_fraction`` at ``total_steps``, the usual image-CNN recipe."""
     cfg = dict(schedule or {})
     kind = cfg.pop("kind", "constant")
     if kind == "constant":
@@ -41,7 +44,16 @@ def make_lr_schedule(lr: float, schedule: Mapping[str, Any] | None, total_steps:
         return schedules.warmup_exp_down(lr, total_steps, **cfg)
     if kind == "noam":
         return schedules.noam(lr, **cfg)
-    raise ConfigError(f"schedule.kind={kind!r} is unknown; expected constant, warmup_exp_down or noam")
+    if kind == "warmup_cosine":
+        unknown = sorted(set(cfg) - {"warmup_steps", "end_fraction"})
+        if unknown:
+            raise ConfigError(f"schedule kind 'warmup_cosine' takes warmup_steps and end_fraction (got {unknown})")
+        warmup = int(cfg.get("warmup_steps", 0))
+        if not 0 <= warmup < total_steps:
+            raise ConfigError(f"schedule warmup_cosine: warmup_steps={warmup} must be in [0, {total_steps})")
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps,
+                                                  end_value=lr * float(cfg.get("end_fraction", 0.0)))
+    raise ConfigError(f"schedule.kind={kind!r} is unknown; expected constant, warmup_exp_down, noam or warmup_cosine")
 
 
 def is_frozen(lr) -> bool:

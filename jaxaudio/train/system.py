@@ -53,7 +53,9 @@ class Stage:
     for pruning), ``start_edit`` (edits the model in place once, when the stage starts from
     ``init_from``'s weights, student and teacher alike: e.g. folding LoRA adapters into the
     kernels), ``validation`` (a ``StageValidation`` used instead of the System's evaluators
-    when the stage validates). Other stages: ``run(context) -> summary``.
+    when the stage validates), ``model`` (builds the model this stage trains when it is not the
+    System's: a distillation teacher of another architecture; stages that train it must not hand
+    weights by ``init_from`` to one that trains another). Other stages: ``run(context) -> summary``.
     """
 
     name: str
@@ -78,6 +80,7 @@ class Stage:
     checkpoint_every: int = 500
     keep: int = 3
     run: Optional[Callable[["StageContext"], dict]] = None
+    model: Optional[Callable[[], Any]] = None
 
     def __post_init__(self):
         from jaxaudio.errors import ConfigError

@@ -102,14 +102,17 @@ class Trainer:
     def optimizer(self, stage: Stage):
         return stage_optimizer(stage)
 
-    def _model_fn(self):
+    def _model_fn(self, stage: Optional[Stage] = None):
+        """The model ``stage`` trains: its own (``Stage.model``, a distillation teacher) or the System's."""
+        if stage is not None and stage.model is not None:
+            return stage.model
         return lambda: self.system.build_model(self.config)
 
     def _key(self):
         return jax.random.key(self.config.seed)
 
     def fresh_state(self, stage: Stage, tx):
-        graphdef, state, shardings = create_sharded_state(self._model_fn(), tx, self._key(), self.mesh, self.rules,
+        graphdef, state, shardings = create_sharded_state(self._model_fn(stage), tx, self._key(), self.mesh, self.rules,
                                                           with_teacher=stage.has_teacher)
         if not self._rules_checked:
             report_unused_rules(state.params, self.mesh, self.rules, log=LOG.warning)
@@ -130,7 +133,7 @@ class Trainer:
         abstract = self.abstract_state(stage, tx)
         shardings = jax.tree.map(lambda a: a.sharding, abstract)
         prev = self.restore_selected(previous, self.abstract_state(previous, tx))
-        graphdef = split_model(self._nnx_eval_shape())[0]
+        graphdef = split_model(self._nnx_eval_shape(stage))[0]
         fresh = abstract.replace(
             step=jax.device_put(jnp.zeros((), jnp.int32), shardings.step),
             opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(prev.params),
@@ -149,21 +152,21 @@ class Trainer:
 
     def abstract_state(self, stage: Stage, tx=None):
         tx = tx if tx is not None else self.optimizer(stage)[0]
-        abstract = abstract_sharded_state(self._model_fn(), tx, self._key(), self.mesh, self.rules,
+        abstract = abstract_sharded_state(self._model_fn(stage), tx, self._key(), self.mesh, self.rules,
                                           with_teacher=stage.has_teacher)
         if stage.masks is not None:
             abstract = abstract.replace(masks=abstract.params)
         return abstract
 
     def model_of(self, name: Optional[str]):
-        """(graphdef, state, shardings): the final weights of stage ``name``, or a fresh model."""
+        """(graphdef, state, shardings): the final weights of stage ``name``, or a fresh System model."""
         if name is None:
-            stage = next((s for s in self.stages if s.trains), Stage("fresh", steps=1))
+            stage = next((s for s in self.stages if s.trains and s.model is None), Stage("fresh", steps=1))
             return self.fresh_state(stage, self.optimizer(stage)[0])
         stage = self.stage(name)
         if not stage.trains:
             raise ConfigError(f"stage {name!r} does not train, so it has no model")
-        graphdef = split_model(self._nnx_eval_shape())[0]
+        graphdef = split_model(self._nnx_eval_shape(stage))[0]
         abstract = self.abstract_state(stage)
         state = self.restore_selected(stage, abstract)
         return graphdef, state, jax.tree.map(lambda a: a.sharding, abstract)
@@ -181,10 +184,10 @@ class Trainer:
             LOG.info("stage %s: best checkpoint, step %d", stage.name, step)
         return stage_files.restore_last(path, abstract, step=step)
 
-    def _nnx_eval_shape(self):
+    def _nnx_eval_shape(self, stage: Optional[Stage] = None):
         from flax import nnx
 
-        return nnx.eval_shape(self._model_fn())
+        return nnx.eval_shape(self._model_fn(stage))
 
     def to_device(self, keys: Sequence[str]):
         keys = tuple(keys)

@@ -162,3 +162,13 @@ def test_rampups_hand_values():
     assert float(linear_rampup(3, 12)) == 0.25
     assert float(linear_rampup(30, 12)) == 1.0
     assert float(sigmoid_rampup(3, 0)) == 1.0
+
+
+def test_warmup_cosine_is_linear_then_half_cosine():
+    s = make_lr_schedule(2.0, {"kind": "warmup_cosine", "warmup_steps": 10, "end_fraction": 0.1}, 110)
+    assert float(s(0)) == 0.0 and abs(float(s(5)) - 1.0) < 1e-6 and abs(float(s(10)) - 2.0) < 1e-6
+    # halfway through the decay: end + (peak - end) * (1 + cos(pi / 2)) / 2
+    assert abs(float(s(60)) - (0.2 + 1.8 * 0.5)) < 1e-5
+    assert abs(float(s(110)) - 0.2) < 1e-6
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        make_lr_schedule(1.0, {"kind": "warmup_cosine", "warmup_steps": 200}, 100)

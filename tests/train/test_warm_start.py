@@ -59,7 +59,7 @@ def test_the_submodule_comes_from_the_best_checkpoint_and_nothing_else_changes(t
         load_submodule(net.encoder, str(tmp_path), ("encoder",))
         return nnx.state(net.encoder, nnx.Param).to_pure_dict()
 
-    warm_start._saved_params.cache_clear()   # read the files inside the trace, not from the cache
+    warm_start._saved.cache_clear()   # read the files inside the trace, not from the cache
     traced = jax.jit(build)(0)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, traced), _params(source[10].encoder))
 

@@ -1,0 +1,128 @@
+"""timm (or torchvision) CNN weights -> a CNN-zoo member, mapped by module name.
+
+Zoo members name their submodules as timm does (``jaxaudio/models/cnn_zoo/layers.py``), so one
+walk serves every architecture: each of our layers finds its tensors under its own dotted path
+(after the member's ``rename``) with the layer type's leaf names and layouts:
+
+    nnx.Conv       kernel (kh, kw, in/groups, out) <- weight (out, in/groups, kh, kw); bias
+    nnx.Linear     kernel (in, out) <- weight (out, in) (or a 1x1 conv's (out, in, 1, 1)); bias
+    nnx.BatchNorm  scale <- weight, bias, mean <- running_mean, var <- running_var
+    nnx.LayerNorm  scale <- weight, bias       (timm's channels-first LayerNorm2d too)
+    other Params   the same name and shape (e.g. ConvNeXt's layer scale ``gamma``)
+
+Two mismatches are expected and handled, each logged: an input conv for another channel count
+than the checkpoint's 3 (timm's ``adapt_input_conv``: summed for 1 channel, else the RGB kernel
+repeated and scaled by 3 / channels), and a classifier for another class count (kept at its fresh
+init: ImageNet's 1,000-way head means nothing for 45 scene classes). Anything else that does not
+fit, a tensor of ours the checkpoint lacks, or a checkpoint tensor nothing took is an error
+naming the file and the tensor, so a wrong mapping cannot load silently.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+from flax import nnx
+
+from jaxaudio.convert.torch_io import load_torch_state_dict
+from jaxaudio.errors import CheckpointError
+
+_logger = logging.getLogger(__name__)
+
+IGNORED_SUFFIXES = (".num_batches_tracked",)
+_LEAVES = {
+    nnx.Conv: {"kernel": "weight", "bias": "bias"},
+    nnx.Linear: {"kernel": "weight", "bias": "bias"},
+    nnx.BatchNorm: {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"},
+    nnx.LayerNorm: {"scale": "weight", "bias": "bias"},
+    nnx.GroupNorm: {"scale": "weight", "bias": "bias"},
+}
+
+
+def _layout(kind, leaf: str, array: np.ndarray) -> np.ndarray:
+    if leaf == "kernel" and kind is nnx.Conv and array.ndim == 4:
+        return array.transpose(2, 3, 1, 0)
+    if leaf == "kernel" and kind is nnx.Linear and array.ndim == 4 and array.shape[2:] == (1, 1):
+        array = array[:, :, 0, 0]     # a 1x1-conv classifier (timm ResNetV2's head) is a Linear
+    if leaf == "kernel" and kind is nnx.Linear and array.ndim == 2:
+        return array.T
+    return array
+
+
+def adapt_input_conv(kernel: np.ndarray, in_channels: int) -> np.ndarray:
+    """An RGB conv kernel ``(kh, kw, 3, out)`` for ``in_channels`` inputs, as timm adapts it."""
+    if in_channels == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    repeat = math.ceil(in_channels / kernel.shape[2])
+    return np.tile(kernel, (1, 1, repeat, 1))[:, :, :in_channels] * (kernel.shape[2] / in_channels)
+
+
+def _owners(model: nnx.Module) -> dict[tuple, type]:
+    return {tuple(path): type(module) for path, module in nnx.iter_modules(model)}
+
+
+def timm_to_nnx(state_dict: Mapping[str, np.ndarray], model: nnx.Module, *,
+                rename: Optional[Callable[[str], str]] = None, classifier: str = "fc",
+                skip_prefixes: tuple[str, ...] = (), source: str = "state dict") -> nnx.Module:
+    """Load ``state_dict`` (timm names, numpy arrays) into ``model`` in place and return it;
+    tensors under ``skip_prefixes`` (parts the member does not build) are dropped, with a log line."""
+    tensors = {k: np.asarray(v) for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIXES)}
+    skipped = [k for k in tensors if k.startswith(tuple(skip_prefixes))]
+    if skipped:
+        _logger.info("%s: skipped %d tensors under %s (not built)", source, len(skipped), ", ".join(skip_prefixes))
+        tensors = {k: v for k, v in tensors.items() if k not in set(skipped)}
+    rename = rename or (lambda name: name)
+    owners = _owners(model)
+    state = nnx.state(model)
+    used: set[str] = set()
+    missing: list[str] = []
+    for path, variable in nnx.to_flat_state(state):
+        if not isinstance(variable, (nnx.Param, nnx.BatchStat)):
+            continue        # RNG state and the like: nothing of a checkpoint's
+        owner, leaf = tuple(path[:-1]), str(path[-1])
+        kind = next((k for k in _LEAVES if issubclass(owners.get(owner, object), k)), None)
+        ours = ".".join(str(p) for p in owner)
+        prefix = rename(ours)
+        torch_leaf = _LEAVES[kind].get(leaf, leaf) if kind is not None else leaf
+        name = f"{prefix}.{torch_leaf}" if prefix else torch_leaf
+        if name not in tensors:
+            missing.append(f"{name} (for {ours}.{leaf})")
+            continue
+        used.add(name)
+        array = _layout(kind, leaf, tensors[name].astype(np.float32))
+        target = tuple(variable.get_value().shape)
+        if array.shape != target:
+            if kind is nnx.Conv and leaf == "kernel" and array.shape[2] == 3 and array.shape[:2] + array.shape[3:] \
+                    == target[:2] + target[3:]:
+                _logger.info("%s: %s adapted from 3 input channels to %d", source, name, target[2])
+                array = adapt_input_conv(array, target[2])
+            elif ours == classifier and kind is nnx.Linear and array.shape[-1:] != target[-1:] \
+                    and array.shape[:-1] == target[:-1]:    # only the class count differs
+                _logger.info("%s: %s has shape %s, the model's classifier %s: kept at its fresh init",
+                             source, name, array.shape, target)
+                continue
+            else:
+                raise CheckpointError(f"{source}: {name} has shape {tensors[name].shape}; {ours}.{leaf} needs "
+                                      f"{target} (after layout change {array.shape})")
+        variable.set_value(array.astype(variable.get_value().dtype))
+    if missing:
+        raise CheckpointError(f"{source}: {len(missing)} tensors the model needs are not in the checkpoint, "
+                              f"e.g. {', '.join(missing[:5])}")
+    unused = sorted(set(tensors) - used)
+    if unused:
+        raise CheckpointError(f"{source}: {len(unused)} checkpoint tensors have no place in the model, "
+                              f"e.g. {', '.join(unused[:5])}")
+    nnx.update(model, state)
+    return model
+
+
+def load_timm(path: str, name: str, model: nnx.Module) -> nnx.Module:
+    """A timm checkpoint file (``.safetensors`` or ``.pth`` read with ``weights_only``) of zoo member
+    ``name`` into ``model`` (built from ``cnn_zoo.config(name, ...)``)."""
+    from jaxaudio.models import cnn_zoo
+
+    entry = cnn_zoo.entry(name)
+    return timm_to_nnx(load_torch_state_dict(path), model, rename=entry.rename, classifier=entry.classifier,
+                       skip_prefixes=entry.skip_prefixes, source=path)
