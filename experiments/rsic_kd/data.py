@@ -78,9 +78,10 @@ class SceneData:
     def splits(self) -> images.ImageSplits:
         if self._splits is None:
             d = self.config.data
-            found = images.scan_image_folder(data_root(d))
+            root = data_root(d)
+            found = images.scan_image_folder(root)
             if d.classes and tuple(d.classes) != found.classes:
-                raise ConfigError(f"{data_root(d)}: holds classes {list(found.classes)[:5]}..., but this run was "
+                raise ConfigError(f"{root}: holds classes {list(found.classes)[:5]}..., but this run was "
                                   f"trained on {list(d.classes)[:5]}... (data.classes): another data folder?")
             self._splits = images.split_per_class(found, float(d.train_fraction), seed=int(d.split_seed),
                                                   val_fraction=float(d.val_fraction))

@@ -11,10 +11,9 @@ import dataclasses
 import os
 from typing import Callable, Optional, Sequence
 
-import jax
 import numpy as np
 
-from jaxaudio.data.source import eval_batches
+from jaxaudio.evaluators.base import collect_rows
 from jaxaudio.metrics.asd import ScoreRecord, asd_metrics, per_id_table_markdown
 from jaxaudio.metrics.asd_plots import plot_roc_curves
 
@@ -22,15 +21,8 @@ SCORE = "score"
 
 
 def collect_clip_scores(source, predict, batch_size: int, output: str = SCORE) -> np.ndarray:
-    """``(len(source),)`` scores in the source's order; padding rows (index -1) are dropped.
-    ``predict(host_batch)`` returns every row of the global batch, so all processes see all."""
-    scores = np.full(len(source), np.nan, np.float64)
-    for batch in eval_batches(source, batch_size, shard_index=jax.process_index(), shard_count=jax.process_count()):
-        out = predict(batch)
-        values, index = np.asarray(out[output], np.float64).reshape(-1), np.asarray(out["index"])
-        keep = index >= 0
-        scores[index[keep]] = values[keep]
-    return scores
+    """``(len(source),)`` scores in the source's order; padding rows (index -1) are dropped."""
+    return collect_rows(source, predict, batch_size, output).reshape(len(source))
 
 
 def score_records(source, scores: np.ndarray) -> list[ScoreRecord]:

@@ -11,10 +11,9 @@ import dataclasses
 import os
 from typing import Callable, Optional, Sequence
 
-import jax
 import numpy as np
 
-from jaxaudio.data.source import eval_batches
+from jaxaudio.evaluators.base import collect_rows
 from jaxaudio.metrics.classification import classification_metrics, per_class_markdown
 from jaxaudio.metrics.classification_plots import plot_confusion_matrix
 
@@ -23,15 +22,7 @@ LOGITS = "logits"
 
 def collect_logits(source, predict, batch_size: int, output: str = LOGITS) -> np.ndarray:
     """``(len(source), classes)`` in the source's order; padding rows dropped."""
-    out_rows = None
-    for batch in eval_batches(source, batch_size, shard_index=jax.process_index(), shard_count=jax.process_count()):
-        out = predict(batch)
-        values, index = np.asarray(out[output], np.float64), np.asarray(out["index"])
-        if out_rows is None:
-            out_rows = np.full((len(source), values.shape[-1]), np.nan)
-        keep = index >= 0
-        out_rows[index[keep]] = values[keep]
-    return out_rows if out_rows is not None else np.zeros((0, 0))
+    return collect_rows(source, predict, batch_size, output)
 
 
 @dataclasses.dataclass
