@@ -93,17 +93,23 @@ class SceneData:
     def classes(self) -> tuple[str, ...]:
         return tuple(self.config.data.classes) or self.splits.train.classes
 
-    def source(self, split: str) -> images.ImageSource:
+    def source(self, split: str, *, plain: bool = False) -> images.ImageSource:
+        """The split's images as the networks see them, or with ``plain`` as [0, 1] pixels (the
+        exported models' input: they normalise inside)."""
         if split not in SPLITS:
             raise ConfigError(f"scene split {split!r}: expected one of {SPLITS}")
-        if split not in self._sources:
+        if (split, plain) not in self._sources:
             part = getattr(self.splits, split)
             if not len(part):
                 raise ConfigError(f"the {split} part is empty (data.train_fraction / data.val_fraction)")
             d = self.config.data
-            self._sources[split] = images.ImageSource(part.files, part.labels, int(d.image_size),
-                                                      channels=int(d.channels), cache=bool(d.cache))
-        return self._sources[split]
+            scale = dict(mean=(0.0,) * int(d.channels), std=(1.0,) * int(d.channels)) if plain else {}
+            self._sources[(split, plain)] = images.ImageSource(part.files, part.labels, int(d.image_size),
+                                                               channels=int(d.channels), cache=bool(d.cache), **scale)
+        return self._sources[(split, plain)]
+
+    def plain_source(self, split: str) -> images.ImageSource:
+        return self.source(split, plain=True)
 
     def train_batches(self, batch: int, seed: int):
         return mixed_batches([(self.source("train"), batch)], seed=seed, shard_index=jax.process_index(),

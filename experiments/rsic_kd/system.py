@@ -207,6 +207,26 @@ def predictor(config, workdir: str):
                           mean=mean, std=std, class_names=scene_data.SceneData(config).classes), source
 
 
+def inference_model(config, workdir: str, *, export: bool = True):
+    """The finished student as [0, 1] image -> class probabilities (experiments/rsic_kd/export.py),
+    with each teacher of a distilled run as a reference the deployment report compares it against."""
+    from experiments.rsic_kd import export as kd_export
+    from jaxaudio.train.trainer import restore_final
+
+    data = scene_data.SceneData(config)
+    graphdef, state, _ = restore_final(SYSTEM, config, workdir)
+    student = nnx.merge(graphdef, state.params, state.model_state)
+    references = []
+    for index, name in enumerate(teacher_names(config) if distills(config) else ()):
+        path = os.path.join(workdir, kd_config.TEACHER_STAGE.format(name))
+        teacher = warm_start.load_model(member(config, name, config.model.teacher_preset, "", 1 + index), path)
+        references.append(kd_export.inference_model(config, data, teacher, name=f"teacher_{name}",
+                                                    source=f"{os.path.abspath(path)} (selected)"))
+    source = f"{os.path.abspath(workdir)} ({kd_config.STUDENT}, step {int(state.step)})"
+    return kd_export.inference_model(config, data, student, name=f"student_{config.model.student}", source=source,
+                                     references=tuple(references))
+
+
 def teacher_accuracies(workdir: str) -> dict:
     """``{teacher: test accuracy}`` of a finished run (for benchmarks and the deployment report)."""
     path = os.path.join(workdir, kd_config.TEACHERS_EVAL, "teachers.json")
@@ -230,6 +250,7 @@ SYSTEM = System(
     eval_keys=EVAL_KEYS,
     finalize_config=finalize_config,
     predictor=predictor,
+    inference_model=inference_model,
     start_weights=("student_checkpoint",),
     task="classification",
 )

@@ -52,17 +52,12 @@ def _describe(output) -> dict:
     return row
 
 
-def export_workdir(model: InferenceModel, out_dir: str, formats: str | Iterable[str] = FORMATS, *,
-                   calibration_clips: int = 32, eval_clips: int = 0, threads: Sequence[int] = (1, 2),
-                   runs: int = 20, log=print) -> dict:
-    """Export ``model`` to ``formats`` in ``out_dir``, verify every variant against JAX by output
-    name on ``eval_clips`` held-out examples (0: all), time it at each thread count, and write
-    ``out_dir/report.{json,md}``. Returns the report dict.
-    """
+def _exported_variants(model: InferenceModel, formats, out_dir: str, *, calibration_clips: int, eval_clips: int,
+                       threads: Sequence[int], runs: int, log) -> tuple[dict, dict]:
+    """Convert, verify and time each format of ``model``: ``(verify checks, {fmt: facts})``."""
     from jaxaudio.export import report as reporting
     from jaxaudio.export.verify import verify
 
-    formats = parse_formats(formats)
     metric = model.primary_metric
     log(f"{model.name}: {model.n_params:,} parameters from {model.source or 'an unnamed source'}")
     written = export_model(model, formats, out_dir, calibration_clips=calibration_clips)
@@ -79,7 +74,31 @@ def export_workdir(model: InferenceModel, out_dir: str, formats: str | Iterable[
         variants[fmt] = facts
         log(f"  {fmt}: max |d| {facts['verify']['max_abs']:.2e}, agreement {facts['verify']['agreement']:.4f}, "
             f"{metric} {facts['verify']['metrics'][metric]:.4f} (JAX {checks['jax'][metric]:.4f}), "
-            f"p50 {facts['latency'][0]['p50_ms']:.1f} ms")
+            f"p50 {facts['latency'][0]['p50_ms']:.2f} ms")
+    return checks, variants
+
+
+def export_workdir(model: InferenceModel, out_dir: str, formats: str | Iterable[str] = FORMATS, *,
+                   calibration_clips: int = 32, eval_clips: int = 0, threads: Sequence[int] = (1, 2),
+                   runs: int = 20, log=print) -> dict:
+    """Export ``model`` to ``formats`` in ``out_dir``, verify every variant against JAX by output
+    name on ``eval_clips`` held-out examples (0: all), time it at each thread count, and write
+    ``out_dir/report.{json,md}``. Each of ``model.references`` (a student's teachers) is exported
+    as float32 into ``out_dir/references/`` and measured the same way. Returns the report dict.
+    """
+    from jaxaudio.export import report as reporting
+
+    formats = parse_formats(formats)
+    metric = model.primary_metric
+    options = dict(calibration_clips=calibration_clips, eval_clips=eval_clips, threads=threads, runs=runs, log=log)
+    checks, variants = _exported_variants(model, formats, out_dir, **options)
+    references = []
+    for ref in model.references:
+        ref_checks, ref_variants = _exported_variants(ref, ("float32",), os.path.join(out_dir, "references"),
+                                                      **options)
+        references.append({"name": ref.name, "source": ref.source, "params": ref.n_params,
+                           "verify_examples": ref_checks["examples"], "jax_metrics": ref_checks["jax"],
+                           "variants": ref_variants})
     result = {
         "name": model.name, "source": model.source, "params": model.n_params, "sample_rate": model.sample_rate,
         "input_name": INPUT_NAME, "input_shape": list(model.input_shape),
@@ -88,7 +107,7 @@ def export_workdir(model: InferenceModel, out_dir: str, formats: str | Iterable[
         "report_metrics": [m for m in model.report_metrics if m != metric],
         "verify_examples": checks["examples"], "jax_metrics": checks["jax"],
         "threads": list(threads), "runtime_baseline_rss_mib": reporting.measure("-", 1, 0)["peak_rss_mib"],
-        "variants": variants,
+        "variants": variants, "references": references,
     }
     result["recommendation"] = reporting.recommend(variants, metric, jax_value=checks["jax"][metric],
                                                    higher_is_better=model.higher_is_better)

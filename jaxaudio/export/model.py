@@ -130,6 +130,9 @@ class InferenceModel:
       channel; False: one per tensor. Convolutions stay per channel. Each per-channel scale and
       zero point costs 12 bytes, which for a Transformer of width 64 is an eighth of its int8 file.
     source: where the variables came from (workdir and step), for the report.
+    references: models the deployment report sets this one against (a distilled student's
+      teachers): each is exported as float32 only, verified and timed like the variants, and
+      listed with its size, latency and primary metric on its own held-out examples.
     """
 
     name: str
@@ -147,6 +150,7 @@ class InferenceModel:
     source: str = ""
     higher_is_better: bool = True
     report_metrics: tuple[str, ...] = ()
+    references: tuple["InferenceModel", ...] = ()
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -166,6 +170,11 @@ class InferenceModel:
         object.__setattr__(self, "outputs", outputs)
         object.__setattr__(self, "float_scopes", tuple(self.float_scopes))
         object.__setattr__(self, "report_metrics", tuple(self.report_metrics))
+        object.__setattr__(self, "references", tuple(self.references))
+        for ref in self.references:
+            if not isinstance(ref, InferenceModel) or ref.primary_metric != self.primary_metric:
+                raise ExportError(f"{self.name}: references must be InferenceModels scored by the same primary metric "
+                                  f"{self.primary_metric!r}; got {getattr(ref, 'name', type(ref).__name__)!r}")
         if not self.primary_metric or not isinstance(self.primary_metric, str):
             raise ExportError(f"{self.name}: primary_metric={self.primary_metric!r}; expected the key of "
                               "HeldOut.score that the report compares")

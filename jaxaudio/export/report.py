@@ -81,7 +81,7 @@ def recommend(variants: dict, metric: str, tolerance: float = 0.02, jax_value: f
     ratio = f", {size / ref['size_bytes']:.2f}x the float32 file" if ref else ""
     delta = variants[fmt]["verify"]["metric_deltas"][metric]
     return (f"Ship {fmt}: the smallest variant ({size / 1e6:.2f} MB{ratio}) whose {metric} stays within "
-            f"{tolerance} of the JAX model ({delta:+.4f}); it runs in {p50:.1f} ms per example (p50, 1 thread).")
+            f"{tolerance} of the JAX model ({delta:+.4f}); it runs in {p50:.2f} ms per example (p50, 1 thread).")
 
 
 def _mb(n):
@@ -116,7 +116,7 @@ def to_markdown(report: dict) -> str:
                f"{v['op_count']} ({v['int8_ops']})", "yes" if v["builtin_only"] else "NO",
                _figure(ver, "max_abs", ".2e"), _figure(ver, "agreement", ".4f"),
                _figure(ver.get("metrics", {}), m, ".4f"), _figure(ver.get("metric_deltas", {}), m, "+.4f")]
-        row += [f"{lat['p50_ms']:.1f} / {lat['p95_ms']:.1f}" for lat in v["latency"]]
+        row += [f"{lat['p50_ms']:.2f} / {lat['p95_ms']:.2f}" for lat in v["latency"]]
         row += [f"{max(lat['peak_rss_mib'] for lat in v['latency']):.1f}"]
         lines.append("| " + " | ".join(row) + " |")
     others = report.get("report_metrics") or []
@@ -129,6 +129,7 @@ def to_markdown(report: dict) -> str:
             cells = [f"{_figure(ver.get('metrics', {}), k, '.4f')} | {_figure(ver.get('metric_deltas', {}), k, '+.4f')}"
                      for k in others]
             lines.append(f"| {fmt} | " + " | ".join(cells) + " |")
+    lines += _references_markdown(report)
     lines += ["", "Per output (agreement: decisions at 0.5 for probabilities, exact sequences for token ids):", "",
               "| variant | output | max abs | mean abs | agreement |", "|---|---|---|---|---|"]
     for fmt, v in report["variants"].items():
@@ -142,6 +143,46 @@ def to_markdown(report: dict) -> str:
         lines.append(f"- {fmt}: " + ", ".join(f"{k} x{n}" for k, n in v["ops"].items()) + body)
     lines += ["", f"**Recommendation.** {report['recommendation']}", ""]
     return "\n".join(lines)
+
+
+def _comparison_row(model: str, fmt: str, params: int, facts: dict, metric: str) -> str:
+    value = facts.get("verify", {}).get("metrics", {}).get(metric)
+    cells = [model, fmt, f"{params:,}", _mb(facts["size_bytes"]), "-" if value is None else f"{value:.4f}"]
+    cells += [f"{lat['p50_ms']:.2f}" for lat in facts["latency"]]
+    cells += [f"{max(lat['peak_rss_mib'] for lat in facts['latency']):.1f}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _references_markdown(report: dict) -> list[str]:
+    """The variants beside the reference models (a student's teachers, float32), and for the int8
+    variant (else the smallest) its size and 1-thread latency as fractions of each reference's."""
+    refs = report.get("references") or []
+    if not refs:
+        return []
+    m = report["primary_metric"]
+    head = ["model", "variant", "parameters", "size MB", m] + [f"p50 ms @{t}t" for t in report["threads"]] + \
+        ["peak RSS MiB"]
+    counts = ", ".join(str(ref["verify_examples"]) for ref in refs)
+    lines = ["", f"Against the reference models (float32, timed the same way; held-out examples: "
+             f"{report['verify_examples']} here, {counts} for the references):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for fmt, v in report["variants"].items():
+        lines.append(_comparison_row(report["name"], fmt, report["params"], v, m))
+    for ref in refs:
+        for fmt, v in ref["variants"].items():
+            lines.append(_comparison_row(ref["name"], fmt, ref["params"], v, m))
+    variants = report["variants"]
+    fmt = "int8" if "int8" in variants else min(variants, key=lambda k: variants[k]["size_bytes"])
+    ours = variants[fmt]
+    lines.append("")
+    for ref in refs:
+        r = ref["variants"]["float32"]
+        size = ours["size_bytes"] / r["size_bytes"]
+        latency = ours["latency"][0]["p50_ms"] / r["latency"][0]["p50_ms"]
+        a, b = ours["verify"]["metrics"][m], r["verify"]["metrics"][m]
+        lines.append(f"- {report['name']} {fmt} vs {ref['name']} float32: {size:.3f}x the size, {latency:.2f}x the "
+                     f"latency (1 thread, p50), {m} {a:.4f} vs {b:.4f} ({a - b:+.4f}).")
+    return lines
 
 
 def write(report: dict, out_dir: str) -> tuple[str, str]:
