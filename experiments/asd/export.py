@@ -19,7 +19,7 @@ import numpy as np
 
 from experiments.asd.data import ASDData, clip_samples
 from jaxaudio.evaluators.asd import SCORE, ASDEvaluator
-from jaxaudio.export.model import ANOMALY_SCORE, HeldOut, InferenceModel, Output
+from jaxaudio.export.model import ANOMALY_SCORE, HeldOut, InferenceModel, Output, round_robin
 
 SCORE_PER_CLASS = "score_per_class"
 # The named scope of the score head (log-softmax over IDs, mean over segments) that int8 keeps in
@@ -55,15 +55,7 @@ def held_out_order(class_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
     for i, (cid, label) in enumerate(zip(np.asarray(class_ids), np.asarray(labels))):
         if cid >= 0 and label in (0, 1):
             groups[(int(cid), int(label))].append(i)
-    classes = sorted({cid for cid, _ in groups})
-    order, depth = [], max((len(g) for g in groups.values()), default=0)
-    for r in range(depth):
-        for cid in classes:
-            for label in (0, 1):
-                rows = groups.get((cid, label), [])
-                if r < len(rows):
-                    order.append(rows[r])
-    return np.asarray(order, np.int64)
+    return round_robin(groups[key] for key in sorted(groups))
 
 
 def picked_scores(score_per_class: np.ndarray, class_ids: np.ndarray) -> np.ndarray:

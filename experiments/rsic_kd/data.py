@@ -108,9 +108,6 @@ class SceneData:
                                                                channels=int(d.channels), cache=bool(d.cache), **scale)
         return self._sources[(split, plain)]
 
-    def plain_source(self, split: str) -> images.ImageSource:
-        return self.source(split, plain=True)
-
     def train_batches(self, batch: int, seed: int):
         return mixed_batches([(self.source("train"), batch)], seed=seed, shard_index=jax.process_index(),
                              shard_count=jax.process_count())

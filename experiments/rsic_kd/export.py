@@ -22,7 +22,8 @@ from experiments.rsic_kd.data import SceneData
 from jaxaudio.audio.features import FRONTEND_SCOPE
 from jaxaudio.data.images import default_normalisation
 from jaxaudio.evaluators.classification import ClassificationEvaluator
-from jaxaudio.export.model import CLASS_PROBS, HeldOut, InferenceModel, Output
+from jaxaudio.export.model import CLASS_PROBS, HeldOut, InferenceModel, Output, round_robin
+from jaxaudio.train.state import split_model
 
 PROBS = "class_probs"
 PROBS_SCOPE = "class_softmax"
@@ -51,28 +52,23 @@ def classifier_fn(graphdef, channels: int):
     return fn
 
 
-def split_variables(module: nnx.Module):
-    """``(graphdef, {"params", "model_state"})`` of a module with its weights."""
-    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    return graphdef, {"params": params, "model_state": rest}
-
-
 def inference_model(config, data: SceneData, module: nnx.Module, *, name: str, source: str,
                     references: tuple[InferenceModel, ...] = ()) -> InferenceModel:
     """``module`` (a zoo network with its trained weights) as an ``InferenceModel`` on ``data``'s
     test part; ``references``: the models the report compares it against."""
-    graphdef, variables = split_variables(module)
+    graphdef, params, model_state = split_model(module)
+    variables = {"params": params, "model_state": model_state}
     channels, size = int(config.data.channels), int(config.data.image_size)
     evaluator = ClassificationEvaluator(lambda: data.source("test"), int(config.batch.eval), data.classes,
                                         output=PROBS)
 
     def calibration(n: int) -> np.ndarray:
-        train = data.plain_source("train")
+        train = data.source("train", plain=True)
         picks = np.linspace(0, len(train) - 1, num=min(n, len(train))).round().astype(int)
         return np.stack([train[int(i)]["image"] for i in picks]).astype(np.float32)
 
     def held_out(max_examples: int) -> HeldOut:
-        test = data.plain_source("test")
+        test = data.source("test", plain=True)
         positions = spread(test.labels, max_examples)
         images = np.stack([test[int(i)]["image"] for i in positions]).astype(np.float32)
         return HeldOut(images, tuple(test.files[int(i)] for i in positions),
@@ -88,8 +84,5 @@ def spread(labels: np.ndarray, max_examples: int) -> np.ndarray:
     """Positions of the first ``max_examples`` test images (0: all) taking the classes in turn, so a
     few held-out images cover every class rather than the first ones."""
     labels = np.asarray(labels)
-    per_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    order = [rows[r] for r in range(max((len(p) for p in per_class), default=0)) for rows in per_class
-             if r < len(rows)]
-    order = np.asarray(order, np.int64)
+    order = round_robin(np.flatnonzero(labels == c) for c in np.unique(labels))
     return order if max_examples <= 0 else order[:max_examples]

@@ -101,6 +101,14 @@ class HeldOut:
     score: Callable[[dict[str, np.ndarray]], dict[str, float]]
 
 
+def round_robin(groups) -> np.ndarray:
+    """Positions taken from each group in turn (the first of every group, then the second, ...),
+    so the first ``k`` held-out examples cover as many groups (classes, IDs) as ``k`` allows."""
+    groups = [list(g) for g in groups]
+    depth = max((len(g) for g in groups), default=0)
+    return np.asarray([g[r] for r in range(depth) for g in groups if r < len(g)], np.int64)
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceModel:
     """A trained model ready to export.

@@ -41,7 +41,7 @@ def test_float32_student_matches_the_training_forward_pass(exported):
     graphdef, state, _ = trainer.restore_final(kd_system.SYSTEM, config, workdir)
     student = nnx.merge(graphdef, state.params, state.model_state)
     data = kd_system.scene_data.SceneData(config)
-    normalised, plain = data.source("test"), data.plain_source("test")
+    normalised, plain = data.source("test"), data.source("test", plain=True)
     rows = range(6)
     logits = np.asarray(student(np.stack([normalised[i]["image"] for i in rows]), train=False), np.float64)
     want = np.exp(logits - logits.max(-1, keepdims=True))
