@@ -3,8 +3,8 @@
 timm's norms are ``BatchNormAct2d`` (BatchNorm + ReLU in one module, a ``BatchNorm2d`` subclass);
 their tensors keep the norm's name, which our ``nnx.BatchNorm`` attributes carry (timm's
 ``features`` prefix is our ``trunk``: ``ZooEntry.rename``). ``conftest.randomise`` gives every
-BatchNorm a random affine and running statistics measured on a calibration batch, then perturbed,
-so eval-mode BN is neither the identity nor the test batch's statistics; the biases are random too.
+BatchNorm a random affine and the running statistics of a calibration batch, so eval-mode BN
+is neither the identity nor the test batch's statistics; the biases are random too.
 Ours is built abstractly (``nnx.eval_shape``) and filled by the converter (no random init of the
 published size); the other-channel-count tests give their abstract model a real fresh classifier,
 which must survive the import. Forwards are jitted (one compile beats eager's per-op compiles here). Inputs are 64x64.
@@ -12,31 +12,18 @@ Tolerance: max |ours - timm| <= 1e-4 on logits of unit scale (asserted), float32
 """
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from jaxaudio.convert.timm import timm_to_nnx
 from jaxaudio.models.cnn_zoo import densenet
-from tests.convert.conftest import assert_close
+from tests.convert.conftest import assert_close, logits_of, out_shape
 
 NAME = "densenet121"
 ENTRY = densenet.ENTRIES[NAME]
 SIDE = 64
 CLASSES = 10
-
-
-@nnx.jit
-def logits_of(model, x):
-    return model(x, train=False)
-
-
-def out_shape(model, side, channels):
-    graphdef, state = nnx.split(model)
-    x = jax.ShapeDtypeStruct((2, side, side, channels), jnp.float32)
-    return jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x, train=False), state, x).shape
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ timm is built with ``aux_logits=True`` so its state dict has the ``AuxLogits.*``
 torchvision-ported checkpoint carries (its forward then skips the aux head, which needs larger
 inputs than these); our model drops the auxiliary head, and the import refuses
 those tensors unless the entry's ``skip_prefixes`` drop them. ``conftest.randomise`` gives every
-BatchNorm a random affine and running statistics measured on a calibration batch, then perturbed,
-so eval-mode BN is neither the identity nor the test batch's statistics; the biases are random too.
+BatchNorm a random affine and the running statistics of a calibration batch, so eval-mode BN
+is neither the identity nor the test batch's statistics; the biases are random too.
 Ours is built abstractly (``nnx.eval_shape``) and filled by the converter (no random init of the
 published size); the other-channel-count tests give their abstract model a real fresh classifier,
 which must survive the import. Forwards are jitted (one compile beats eager's per-op compiles here). Inputs
@@ -14,8 +14,6 @@ Tolerance: max |ours - timm| <= 1e-4 on logits of unit scale (asserted), float32
 """
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -23,23 +21,12 @@ from flax import nnx
 from jaxaudio.convert.timm import load_timm, timm_to_nnx
 from jaxaudio.errors import CheckpointError
 from jaxaudio.models.cnn_zoo import inception
-from tests.convert.conftest import assert_close
+from tests.convert.conftest import assert_close, logits_of, out_shape
 
 NAME = "inception_v3"
 ENTRY = inception.ENTRIES[NAME]
 SIDE = 75
 CLASSES = 10
-
-
-@nnx.jit
-def logits_of(model, x):
-    return model(x, train=False)
-
-
-def out_shape(model, side, channels):
-    graphdef, state = nnx.split(model)
-    x = jax.ShapeDtypeStruct((2, side, side, channels), jnp.float32)
-    return jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x, train=False), state, x).shape
 
 
 @pytest.fixture(scope="module")

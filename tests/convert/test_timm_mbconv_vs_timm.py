@@ -2,7 +2,7 @@
 ``mobilenetv2_100``, ``efficientnet_b0``: one MBConv family, built by timm's EfficientNet class too).
 
 timm's models are built with random weights (``pretrained=False``: nothing is downloaded) and
-randomised by ``conftest.randomise`` (calibrated, perturbed BatchNorm statistics, so eval-mode
+randomised by ``conftest.randomise`` (calibrated BatchNorm statistics, so eval-mode
 BatchNorm is not the identity; random affines and biases), the state dict copied into the
 ``published`` preset by ``convert/timm.py`` and both run in eval mode on the same random 64x64
 images (NCHW for torch, NHWC for ours), float32.

@@ -1,7 +1,7 @@
 """ResNet-50 and ResNet-V2 weight import against timm (``resnet50``, ``resnetv2_50``, ``resnetv2_152``).
 
 timm's models are built with random weights (``pretrained=False``: nothing is downloaded) and
-randomised by ``conftest.randomise`` (calibrated, perturbed BatchNorm statistics, random affines and
+randomised by ``conftest.randomise`` (calibrated BatchNorm statistics, random affines and
 biases: timm zero-inits ResNet-50's last BN per block and ResNet-V2's classifier, which would hide a
 wrong mapping); the state dict is copied into our preset by ``convert/timm.py`` and both run in eval
 mode on the same random 64x64 images (NCHW for torch, NHWC for ours), float32. ResNet-V2's
