@@ -51,6 +51,18 @@ def no_recon_head(c) -> None:
     c.geco.recon_weight = 0.0
 
 
+def close_ids(edit=None):
+    """The same arm on the built-in set with a type's IDs close together (``tiny_close_ids``): a
+    test of why GeCo does not help at tiny, where one cue (the fundamental) tells the IDs apart."""
+    def on_close_ids(c) -> None:
+        if edit is not None:
+            edit(c)
+        c.data.synth_preset, c.data.synth_dir = "tiny_close_ids", "data/asd_synth_tiny_close_ids"
+
+    on_close_ids.__doc__ = f"{(edit.__doc__ or '').strip()} On the tiny_close_ids set.".strip()
+    return on_close_ids
+
+
 ARMS = {
     "geco": ("geco", None, None),
     "id_classifier": ("geco", id_classifier, None),
@@ -58,6 +70,9 @@ ARMS = {
     "geco_ce_on_recon": ("geco", ce_on_reconstructions, None),
     "geco_no_supcon": ("geco", no_supcon, None),
     "geco_no_recon_head": ("geco", no_recon_head, None),
+    "geco_close_ids": ("geco", close_ids(), None),
+    "id_classifier_close_ids": ("geco", close_ids(id_classifier), None),
+    "asd_ae_close_ids": ("asd_ae", close_ids(), None),
 }
 COMPARISONS = (
     ("GeCo vs ID classifier", "geco", "id_classifier", "the generative + contrastive parts help"),
@@ -66,6 +81,10 @@ COMPARISONS = (
     ("CE on originals only", "geco", "geco_ce_on_recon", "our choice: reconstructions out of the CE"),
     ("SupCon term", "geco", "geco_no_supcon", "the contrastive term helps"),
     ("recon head", "geco", "geco_no_recon_head", "the real-vs-reconstruction head helps"),
+    ("GeCo vs ID classifier, close IDs", "geco_close_ids", "id_classifier_close_ids",
+     "the generative + contrastive parts help when IDs are alike"),
+    ("GeCo vs DCASE autoencoder, close IDs", "geco_close_ids", "asd_ae_close_ids",
+     "GeCo beats the generative baseline when IDs are alike"),
 )
 
 

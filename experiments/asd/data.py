@@ -7,13 +7,13 @@ config rebuilds the model without the data folder (predict, export).
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 
 from jaxaudio.data import asd as asd_data
 from jaxaudio.data.source import mixed_batches
 from jaxaudio.data.synth import asd as asd_synth
+from jaxaudio.data.synth.roots import user_or_builtin_root
 from jaxaudio.errors import ConfigError
 from jaxaudio.evaluators.asd import ASDEvaluator
 from jaxaudio.train.log import get_logger
@@ -49,20 +49,12 @@ def data_config(preset: str):
 
 def data_root(data_cfg) -> str:
     """The user's DCASE2020 task-2 folder, or the built-in set (generated once, then reused)."""
-    if data_cfg.data_dir:
-        if not os.path.isdir(data_cfg.data_dir):
-            raise ConfigError(f"data.data_dir (--data_dir): {data_cfg.data_dir!r} is not a folder")
-        return data_cfg.data_dir
-    if not data_cfg.synth_preset:
-        raise ConfigError("the paper preset trains on DCASE2020 task 2: pass its folder with --data_dir=/path "
-                          "(dev_data/<machine_type>/{train,test}/...), or generate the built-in set at DCASE2020 "
-                          "dev's size (3.4 GB) with --config.data.synth_preset=dev_like")
-    if data_cfg.synth_preset not in asd_synth.PRESETS:
-        raise ConfigError(f"data.synth_preset: unknown preset {data_cfg.synth_preset!r}; presets: "
-                          f"{', '.join(asd_synth.PRESETS)}")
-    synth = dataclasses.replace(asd_synth.PRESETS[data_cfg.synth_preset], sample_rate=data_cfg.sample_rate)
-    LOG.info("built-in machine-sound set in %s", data_cfg.synth_dir)
-    return str(asd_synth.ensure_dataset(data_cfg.synth_dir, synth, progress=jax.process_index() == 0))
+    return user_or_builtin_root(
+        data_cfg, asd_synth.PRESETS, asd_synth.ensure_dataset, what="built-in machine-sound set",
+        needs_data="the paper preset trains on DCASE2020 task 2: pass its folder with --data_dir=/path "
+                   "(dev_data/<machine_type>/{train,test}/...), or generate the built-in set at DCASE2020 "
+                   "dev's size (3.4 GB) with --config.data.synth_preset=dev_like",
+        adapt=lambda synth: dataclasses.replace(synth, sample_rate=data_cfg.sample_rate))
 
 
 def clip_samples(data_cfg) -> int:

@@ -134,14 +134,7 @@ def thresholds_stage(config, data, predict: Callable, model_stage: str, keys: Se
         weights = "teacher" if who == "teacher" and state.teacher is not None else "student"
         params, model_state = ((state.teacher["params"], state.teacher["model_state"]) if weights == "teacher"
                                else (state.params, state.model_state))
-        forward = predict(config)
-        step_fn = ctx.eval_step(graphdef, shardings, lambda model, batch: {**forward(model, batch),
-                                                                           "index": batch["index"]})
-        to_device = ctx.to_device((*keys, "index"))
-
-        def predict_host(batch):
-            return {k: np.asarray(v) for k, v in step_fn(params, model_state, to_device(batch)).items()}
-
+        predict_host = ctx.host_predictor(graphdef, shardings, predict(config), keys, params, model_state)
         source = data.source("train")
         LOG.info("thresholds: scoring %d training normals with %s's %s", len(source), model_stage, weights)
         scores = collect_clip_scores(source, predict_host, batch_size, SCORE)

@@ -7,13 +7,13 @@ rebuilds the models without the data (predict, export).
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 
 from jaxaudio.data import images
 from jaxaudio.data.source import mixed_batches
 from jaxaudio.data.synth import scenes
+from jaxaudio.data.synth.roots import user_or_builtin_root
 from jaxaudio.errors import ConfigError
 from jaxaudio.evaluators.classification import ClassificationEvaluator
 from jaxaudio.train.log import get_logger
@@ -48,22 +48,17 @@ def data_config(preset: str):
 
 
 def data_root(data_cfg) -> str:
-    if data_cfg.data_dir:
-        if not os.path.isdir(data_cfg.data_dir):
-            raise ConfigError(f"data.data_dir (--data_dir): {data_cfg.data_dir!r} is not a folder")
-        return data_cfg.data_dir
-    if not data_cfg.synth_preset:
-        raise ConfigError("the paper preset trains on NWPU-RESISC45: pass its folder with --data_dir=/path "
-                          "(<root>/<class>/*.jpg), or generate the built-in scene set at that size with "
-                          "--config.data.synth_preset=resisc_like")
-    if data_cfg.synth_preset not in scenes.PRESETS:
-        raise ConfigError(f"data.synth_preset: unknown preset {data_cfg.synth_preset!r}; presets: "
-                          f"{', '.join(scenes.PRESETS)}")
-    synth = scenes.PRESETS[data_cfg.synth_preset]
-    if synth.image_size != data_cfg.image_size:
-        synth = dataclasses.replace(synth, image_size=int(data_cfg.image_size))
-    LOG.info("built-in scene set in %s", data_cfg.synth_dir)
-    return str(scenes.ensure_dataset(data_cfg.synth_dir, synth, progress=jax.process_index() == 0))
+    """The user's image folder, or the built-in scene set (generated once, then reused)."""
+    def at_run_size(synth):
+        if synth.image_size == data_cfg.image_size:
+            return synth
+        return dataclasses.replace(synth, image_size=int(data_cfg.image_size))
+
+    return user_or_builtin_root(
+        data_cfg, scenes.PRESETS, scenes.ensure_dataset, what="built-in scene set", adapt=at_run_size,
+        needs_data="the paper preset trains on NWPU-RESISC45: pass its folder with --data_dir=/path "
+                   "(<root>/<class>/*.jpg), or generate the built-in scene set at that size with "
+                   "--config.data.synth_preset=resisc_like")
 
 
 class SceneData:

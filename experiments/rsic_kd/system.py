@@ -15,7 +15,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -151,12 +150,8 @@ def teachers_eval_stage(config, data: scene_data.SceneData) -> Stage:
         summary = {}
         for name in teacher_names(config):
             graphdef, state, shardings = ctx.model_of(kd_config.TEACHER_STAGE.format(name))
-            step = ctx.eval_step(graphdef, shardings, lambda model, batch: {**forward(model, batch),
-                                                                            "index": batch["index"]})
-            to_device = ctx.to_device((*EVAL_KEYS, "index"))
             metrics = evaluator.run(
-                lambda batch: {k: np.asarray(v) for k, v in step(state.params, state.model_state,
-                                                                 to_device(batch)).items()},
+                ctx.host_predictor(graphdef, shardings, forward, EVAL_KEYS, state.params, state.model_state),
                 plot_dir=ctx.path, plot_prefix=f"test_{name}", title=f"teacher {name}")
             LOG.info("teacher %s: test accuracy %.4f", name, metrics["accuracy"])
             summary.update({f"{name}/test/{k}": v for k, v in metrics.items()})

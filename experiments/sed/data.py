@@ -16,6 +16,7 @@ from jaxaudio.data.sed.labels import FrameLabelEncoder
 from jaxaudio.data.source import mixed_batches
 from jaxaudio.data.synth.cache import ensure_dataset
 from jaxaudio.data.synth.desed import PRESETS as SYNTH_PRESETS
+from jaxaudio.data.synth.roots import user_or_builtin_root
 from jaxaudio.errors import ConfigError
 from jaxaudio.train.log import get_logger
 
@@ -28,19 +29,9 @@ def data_root(data_cfg) -> str:
     """
     if data_cfg.get("prepared_dir"):
         return data_cfg.prepared_dir
-    if data_cfg.data_dir:
-        if not os.path.isdir(data_cfg.data_dir):
-            raise ConfigError(f"data.data_dir (--data_dir): {data_cfg.data_dir!r} is not a folder")
-        return data_cfg.data_dir
-    if data_cfg.synth_preset not in SYNTH_PRESETS:
-        raise ConfigError(
-            f"data.synth_preset: unknown preset {data_cfg.synth_preset!r}; presets: {', '.join(SYNTH_PRESETS)}"
-        )
-    synth = dataclasses.replace(SYNTH_PRESETS[data_cfg.synth_preset], sample_rate=data_cfg.sample_rate)
-    get_logger("jaxaudio.data").info("built-in synthetic DESED set in %s", data_cfg.synth_dir)
-    # Every process generates into its own view of the folder only if it is missing; on a
-    # shared filesystem the atomic rename makes concurrent generation safe.
-    return str(ensure_dataset(data_cfg.synth_dir, synth, progress=jax.process_index() == 0))
+    return user_or_builtin_root(
+        data_cfg, SYNTH_PRESETS, ensure_dataset, what="built-in synthetic DESED set",
+        adapt=lambda synth: dataclasses.replace(synth, sample_rate=data_cfg.sample_rate))
 
 
 def classes(data_cfg) -> tuple[str, ...]:

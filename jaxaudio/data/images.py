@@ -347,11 +347,13 @@ def normalise(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarra
     return (image.astype(np.float32) / np.float32(255.0) - mean) / std
 
 
-def default_normalisation(channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """ImageNet's mean and std (their channel average for greyscale): the teachers' inputs."""
+def default_normalisation(channels: int, mean: Optional[Sequence[float]] = None,
+                          std: Optional[Sequence[float]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """``mean`` and ``std`` checked per channel, defaulting to ImageNet's (their channel average
+    for greyscale): the teachers' inputs."""
     grey = channels == 1
-    return (_normalisation(None, IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN, channels, "mean"),
-            _normalisation(None, IMAGENET_GREY_STD if grey else IMAGENET_STD, channels, "std"))
+    return (_normalisation(mean, IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN, channels, "mean"),
+            _normalisation(std, IMAGENET_GREY_STD if grey else IMAGENET_STD, channels, "std"))
 
 
 class ImageSource:
@@ -397,9 +399,7 @@ class ImageSource:
         self.labels = self.labels.astype(np.int32)
         self.size = int(size)
         self.channels = int(channels)
-        grey = channels == 1
-        self.mean = _normalisation(mean, IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN, channels, "mean")
-        self.std = _normalisation(std, IMAGENET_GREY_STD if grey else IMAGENET_STD, channels, "std")
+        self.mean, self.std = default_normalisation(channels, mean, std)
         self.cache = bool(cache)
         self._cache: dict[int, np.ndarray] = {}
         if check:

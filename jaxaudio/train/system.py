@@ -116,6 +116,18 @@ class StageContext:
     eval_step: Callable[..., Callable]
     to_device: Callable[[Sequence[str]], Callable[[dict], dict]]
 
+    def host_predictor(self, graphdef, shardings, forward: Callable, keys: Sequence[str], params,
+                       model_state) -> Callable[[dict], dict]:
+        """``forward(model, device_batch)`` with these weights, compiled once, as a host function:
+        a numpy batch of ``keys`` and "index" in, numpy outputs and "index" out (what an evaluator
+        or a scoring loop calls)."""
+        import numpy as np
+
+        step = self.eval_step(graphdef, shardings,
+                              lambda model, batch: {**forward(model, batch), "index": batch["index"]})
+        to_device = self.to_device((*keys, "index"))
+        return lambda batch: {k: np.asarray(v) for k, v in step(params, model_state, to_device(batch)).items()}
+
 
 @dataclasses.dataclass(frozen=True)
 class System:

@@ -31,6 +31,16 @@ def test_arms_change_only_what_they_name():
         assert edited.to_json() == geco.to_json(), arm
 
 
+def test_close_id_arms_are_their_arm_on_the_close_id_set():
+    for arm, base in (("geco_close_ids", "geco"), ("id_classifier_close_ids", "id_classifier"),
+                      ("asd_ae_close_ids", "asd_ae")):
+        _, plain, _ = ablation_runs.arm_config(bench.ABLATION, base, 0, "r")
+        _, close, _ = ablation_runs.arm_config(bench.ABLATION, arm, 0, "r")
+        assert close.data.synth_preset == "tiny_close_ids" and close.data.synth_dir != plain.data.synth_dir
+        close.data.synth_preset, close.data.synth_dir = plain.data.synth_preset, plain.data.synth_dir
+        assert close.to_json() == plain.to_json(), arm
+
+
 def test_per_kind_auc_is_each_kind_against_its_ids_normals(tmp_path):
     data, workdir = tmp_path / "data", tmp_path / "run"
     os.makedirs(data)

@@ -20,12 +20,9 @@ import argparse
 import csv
 import dataclasses
 import json
-import multiprocessing
-import os
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +31,11 @@ import soundfile as sf
 
 from jaxaudio.data.synth import dsp, manifest
 from jaxaudio.data.synth.asd_machines import (ANOMALY_KINDS, KINDS_BY_TYPE, MACHINE_IDS, MACHINE_TYPES, Anomaly,
-                                              Streams, apply_anomaly, draw_anomaly, factory_background, mods_for,
-                                              render_machine, room, signature)
+                                              Streams, apply_anomaly, blend_signatures, draw_anomaly,
+                                              factory_background, mods_for, render_machine, room, signature)
 from jaxaudio.data.synth.cache import ensure_generated
+from jaxaudio.data.synth.parallel import render_all, start_over
 from jaxaudio.errors import ConfigError
-from jaxaudio.utils.progress import progress as progress_reporter
 
 # Bump when a change to the generator changes its output: cached sets then regenerate.
 GENERATOR_VERSION = 1
@@ -71,6 +68,9 @@ class ASDSynthConfig:
     snr_db_max: float = 12.0
     level_dbfs: float = -28.0  # the normal machine sound's RMS before the background (+ TYPE_LEVEL_DB)
     level_spread_db: float = 1.5  # standard deviation of the per-clip level about it
+    # How far apart a type's IDs sound: 1 = each ID its own signature; below 1 each lies that
+    # fraction of the way from one signature the type's IDs share (asd_machines.blend_signatures).
+    id_spread: float = 1.0
 
 
 # DCASE-like: 1000 train normals per type (DCASE has 3000-4000), 100 + 100 test clips per ID, 10 s.
@@ -79,7 +79,10 @@ DEV_LIKE = ASDSynthConfig()
 TINY = ASDSynthConfig(clip_seconds=4.0, ids_per_type=3, n_train=60, n_test_normal=20, n_test_anomaly=20)
 SMOKE = ASDSynthConfig(clip_seconds=2.0, machine_types=("fan", "ToyCar"), ids_per_type=2, n_train=6, n_test_normal=3,
                        n_test_anomaly=3)
-PRESETS = {"smoke": SMOKE, "tiny": TINY, "dev_like": DEV_LIKE}
+# Tiny with the IDs of a type close together (same counts and structure, continuous values a
+# quarter of the way to their own): to tell them apart a classifier must learn finer structure.
+TINY_CLOSE_IDS = dataclasses.replace(TINY, id_spread=0.25)
+PRESETS = {"smoke": SMOKE, "tiny": TINY, "tiny_close_ids": TINY_CLOSE_IDS, "dev_like": DEV_LIKE}
 
 
 @dataclass
@@ -128,6 +131,8 @@ def validate_config(config: ASDSynthConfig) -> None:
         bad("snr_db_min", "must not exceed snr_db_max")
     if config.level_dbfs > -12.0 or config.level_spread_db < 0:
         bad("level_dbfs", "must be at most -12 dBFS (room for peaks) with level_spread_db >= 0")
+    if not 0.0 <= config.id_spread <= 1.0:
+        bad("id_spread", f"{config.id_spread} must lie in [0, 1]")
 
 
 def kinds_for(config: ASDSynthConfig, machine_type: str) -> tuple[str, ...]:
@@ -145,9 +150,13 @@ def clip_path(machine_type: str, split: str, label: str, machine_id: int, index:
 
 
 def id_signature(config: ASDSynthConfig, machine_type: str, machine_id: int) -> dict:
-    """An ID's parameters: fixed by (seed, type, ID) alone."""
-    return signature(machine_type, np.random.default_rng([config.seed, MACHINE_TYPES.index(machine_type),
-                                                          machine_id, 7919]))
+    """An ID's parameters: fixed by (seed, type, ID, id_spread) alone."""
+    t = MACHINE_TYPES.index(machine_type)
+    own = signature(machine_type, np.random.default_rng([config.seed, t, machine_id, 7919]))
+    if config.id_spread == 1.0:
+        return own
+    shared = signature(machine_type, np.random.default_rng([config.seed, t, 7919]))
+    return blend_signatures(shared, own, config.id_spread)
 
 
 def _clip_streams(config, machine_type, machine_id, split, label, index) -> Streams:
@@ -244,13 +253,13 @@ def _render_and_write(job):
 
 
 def identity(config: ASDSynthConfig) -> dict:
-    """What a cached set must match to be reused (as JSON reads it back: tuples are lists)."""
+    """What a cached set must match to be reused (as JSON reads it back: tuples are lists). The
+    default id_spread is left out, so sets generated before the field existed stay valid."""
+    fields = dataclasses.asdict(config)
+    if fields["id_spread"] == 1.0:
+        del fields["id_spread"]
     return json.loads(json.dumps({"task": "dcase2020_asd", "generator_version": GENERATOR_VERSION,
-                                  "config": dataclasses.asdict(config)}))
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+                                  "config": fields}))
 
 
 def generate(out_dir, config: ASDSynthConfig = TINY, progress: bool = True, workers: int | None = None) -> Path:
@@ -260,35 +269,18 @@ def generate(out_dir, config: ASDSynthConfig = TINY, progress: bool = True, work
     validate_config(config)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    previous = manifest.read_manifest(root)
-    (root / manifest.MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until rewritten
-    for rel in (previous or {}).get("files", {}):  # a smaller set must not keep old clips
-        (root / rel).unlink(missing_ok=True)
+    start_over(root)
     jobs = clip_jobs(config)
     for t in config.machine_types:
         for split in ("train", "test"):
             (root / DATA_DIR / t / split).mkdir(parents=True, exist_ok=True)
 
-    workers = default_workers() if workers is None else max(1, workers)
-    workers = min(workers, max(1, len(jobs) // 16))  # starting a worker costs about 16 clips' time
-    bar = progress_reporter(len(jobs), desc="synth asd", unit="clip", force=None if progress else False)
     rows, files = [], {}
     payload = [(config, str(root), job) for job in jobs]
-    pool = None
-    if workers == 1:
-        stream = map(_render_and_write, payload)
-    else:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        stream = pool.map(_render_and_write, payload, chunksize=8)
-    try:
-        for row, rel, info in stream:
-            rows.append(row)
-            files[rel] = info
-            bar.update()
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown()
+    for row, rel, info in render_all(_render_and_write, payload, workers=workers, desc="synth asd", unit="clip",
+                                     progress=progress):
+        rows.append(row)
+        files[rel] = info
 
     with open(root / CLIPS_CSV, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])

@@ -233,6 +233,26 @@ def signature(machine_type: str, rng: np.random.Generator) -> dict:
     return sig
 
 
+def blend_signatures(shared: dict, own: dict, spread: float) -> dict:
+    """An ID's signature ``spread`` of the way from its type's shared signature to its own: the
+    continuous values (frequencies, levels, profiles, modes) are interpolated; counts and other
+    structure (blades, vanes, which harmonic can go missing, the valve's openings, the room) are
+    the shared ones, so at a small spread the IDs of a type differ only in fine detail, as
+    DCASE2020's IDs of one machine type do."""
+    def mix(a, b):
+        if isinstance(a, (bool, int, np.integer)) or isinstance(b, (bool, int, np.integer)):
+            return a
+        if isinstance(a, float):
+            return float(a + spread * (b - a))
+        if isinstance(a, np.ndarray) and a.shape == b.shape:
+            return a + spread * (b - a)
+        if isinstance(a, (list, tuple)) and len(a) == len(b):
+            return type(a)(mix(x, y) for x, y in zip(a, b))
+        return a
+
+    return {key: mix(value, own[key]) for key, value in shared.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Machines: each returns the dry machine sound, about unit RMS when nothing is missing
 

@@ -19,9 +19,6 @@ RMS over the labelled span re the bed's RMS), before the microphone.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +28,9 @@ from scipy import fft as sp_fft
 
 from jaxaudio.data.synth import dsp, manifest
 from jaxaudio.data.synth.backgrounds import make_background, make_field_background
+from jaxaudio.data.synth.parallel import render_all, start_over
 from jaxaudio.data.synth.sources import CLASSES, make_source
 from jaxaudio.errors import ConfigError
-from jaxaudio.utils.progress import progress as progress_reporter
 
 # Bump when a change to the generator changes its output: cached sets then regenerate.
 # 2: the strong_real subset (other subsets' clips unchanged).
@@ -360,10 +357,6 @@ def _write_metadata(root: Path, config: SynthConfig, results: dict[str, list[lis
     return written
 
 
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
 def generate(out_dir, config: SynthConfig = DEFAULT, progress: bool = True, workers: int | None = None) -> Path:
     """Write the whole DESED layout under out_dir; the manifest goes last.
 
@@ -373,10 +366,7 @@ def generate(out_dir, config: SynthConfig = DEFAULT, progress: bool = True, work
     validate_config(config)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    previous = manifest.read_manifest(root)
-    (root / manifest.MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until rewritten
-    for rel in (previous or {}).get("files", {}):  # a smaller set must not keep old clips
-        (root / rel).unlink(missing_ok=True)
+    start_over(root)
     jobs = []
     for plan in BUILTIN_SUBSETS:
         size = getattr(config, plan.size_field)
@@ -384,27 +374,12 @@ def generate(out_dir, config: SynthConfig = DEFAULT, progress: bool = True, work
             (root / plan.audio_dir).mkdir(parents=True, exist_ok=True)
         jobs += [(config, str(root), plan.name, i) for i in range(size)]
 
-    workers = default_workers() if workers is None else max(1, workers)
-    workers = min(workers, max(1, len(jobs) // 16))  # starting a worker costs ~16 clips' time
     results: dict[str, list] = {p.name: [None] * getattr(config, p.size_field) for p in BUILTIN_SUBSETS}
     files: dict[str, dict] = {}
-    # a bar on a terminal, about ten plain lines in a log file (jaxaudio.utils.progress)
-    bar = progress_reporter(len(jobs), desc="synth desed", unit="clip", force=None if progress else False)
-    if workers == 1:
-        stream = map(_render_and_write, jobs)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        stream = pool.map(_render_and_write, jobs, chunksize=8)
-    try:
-        for subset, index, events, rel, info in stream:
-            results[subset][index] = events
-            files[rel] = info
-            bar.update()
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown()
+    for subset, index, events, rel, info in render_all(_render_and_write, jobs, workers=workers, desc="synth desed",
+                                                       unit="clip", progress=progress):
+        results[subset][index] = events
+        files[rel] = info
 
     for rel in _write_metadata(root, config, results):
         path = root / rel

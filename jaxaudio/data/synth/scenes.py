@@ -30,12 +30,9 @@ import csv
 import dataclasses
 import json
 import math
-import multiprocessing
-import os
 import sys
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +40,9 @@ import numpy as np
 
 from jaxaudio.data.synth import manifest
 from jaxaudio.data.synth.cache import ensure_generated
+from jaxaudio.data.synth.parallel import render_all, start_over
 from jaxaudio.data.synth.scene_painters import PAINTERS, Field
 from jaxaudio.errors import ConfigError
-from jaxaudio.utils.progress import progress as progress_reporter
 
 # Bump when a change to the generator changes its output: cached sets then regenerate.
 GENERATOR_VERSION = 1
@@ -235,10 +232,6 @@ def identity(config: ScenesConfig) -> dict:
                                   "config": dataclasses.asdict(config)}))
 
 
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
 def generate(out_dir, config: ScenesConfig = TINY, progress: bool = True, workers: int | None = None) -> Path:
     """Write the whole set under out_dir (returned: the root holding the class folders); the
     manifest goes last. Same config -> byte-identical files, whatever `workers` is. Workers are
@@ -246,34 +239,17 @@ def generate(out_dir, config: ScenesConfig = TINY, progress: bool = True, worker
     validate_config(config)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    previous = manifest.read_manifest(root)
-    (root / manifest.MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until rewritten
-    for rel in (previous or {}).get("files", {}):  # a smaller set must not keep old images
-        (root / rel).unlink(missing_ok=True)
+    start_over(root)
     for name in config.classes:
         (root / name).mkdir(exist_ok=True)
     jobs = image_jobs(config)
 
-    workers = default_workers() if workers is None else max(1, workers)
-    workers = min(workers, max(1, len(jobs) // 16))  # starting a worker costs about 16 small images' time
-    bar = progress_reporter(len(jobs), desc="synth scenes", unit="image", force=None if progress else False)
     rows, files = [], {}
     payload = [(config, str(root), job) for job in jobs]
-    pool = None
-    if workers == 1:
-        stream = map(_render_and_write, payload)
-    else:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        stream = pool.map(_render_and_write, payload, chunksize=max(1, min(32, len(jobs) // (4 * workers))))
-    try:
-        for row, rel, info in stream:
-            rows.append(row)
-            files[rel] = info
-            bar.update()
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown()
+    for row, rel, info in render_all(_render_and_write, payload, workers=workers, desc="synth scenes", unit="image",
+                                     progress=progress):
+        rows.append(row)
+        files[rel] = info
 
     with open(root / IMAGES_CSV, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -28,6 +28,7 @@ from jaxaudio.audio.io import pad_or_crop
 from jaxaudio.data.synth import dsp, manifest
 from jaxaudio.data.sed.desed import CLASSES_FILE
 from jaxaudio.data.synth.cache import check_replaceable
+from jaxaudio.data.synth.parallel import start_over
 from jaxaudio.data.synth.desed import (SUBSETS, Event, SubsetPlan, clip_filename, clip_rng,
                                        same_class_conflict, to_pcm16, write_tsv)
 from jaxaudio.data.synth.soundbank import Banks, fingerprint, load_banks, read_foreground, read_mono, split_banks
@@ -333,10 +334,7 @@ def generate_soundscapes(fg_dir, bg_dir, out_dir, config: SoundscapeConfig = Sou
     train, held = split_banks(banks, config.eval_fraction, config.seed)
 
     root.mkdir(parents=True, exist_ok=True)
-    previous = manifest.read_manifest(root)
-    (root / manifest.MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until rewritten
-    for rel in (previous or {}).get("files", {}):  # a smaller set must not keep old clips
-        (root / rel).unlink(missing_ok=True)
+    start_over(root)
     jobs = [(plan, i) for plan in SUBSETS for i in range(getattr(config, plan.size_field))]
     records: dict[str, list[dict]] = {plan.name: [] for plan in SUBSETS}
     files: dict[str, dict] = {}

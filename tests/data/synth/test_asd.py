@@ -150,6 +150,31 @@ def test_ids_have_their_own_signature(smoke_root):
         assert model.score(features(data["test"]), labels["test"]) == 1.0, machine_type
 
 
+@pytest.mark.parametrize("machine_type", MACHINE_TYPES)
+def test_id_spread_moves_ids_toward_one_shared_signature(machine_type):
+    """spread 1 is each ID's own signature (the default sets are unchanged); spread 0 makes a
+    type's IDs one machine; in between, continuous values lie that fraction of the way from the
+    shared value to the ID's own, and counts stay the shared ones."""
+    ids = machine_ids(CLEAR, machine_type)[:2]
+    own = [id_signature(CLEAR, machine_type, i) for i in ids]
+    same = [id_signature(dataclasses.replace(CLEAR, id_spread=0.0), machine_type, i) for i in ids]
+    close = [id_signature(dataclasses.replace(CLEAR, id_spread=0.25), machine_type, i) for i in ids]
+    assert own[0]["rot_hz"] != own[1]["rot_hz"]
+    amps = "hum_amps" if machine_type == "valve" else "amps"
+    assert same[0]["rot_hz"] == same[1]["rot_hz"] and np.array_equal(same[0][amps], same[1][amps])
+    for c, o in zip(close, own):
+        assert c["rot_hz"] == pytest.approx(same[0]["rot_hz"] + 0.25 * (o["rot_hz"] - same[0]["rot_hz"]))
+        np.testing.assert_allclose(c[amps], same[0][amps] + 0.25 * (o[amps] - same[0][amps]))
+        assert c["room_seed"] == same[0]["room_seed"]
+    gap = abs(own[0]["rot_hz"] - own[1]["rot_hz"])
+    assert abs(close[0]["rot_hz"] - close[1]["rot_hz"]) == pytest.approx(0.25 * gap)
+
+
+def test_the_default_spread_keeps_earlier_cached_sets_valid():
+    assert "id_spread" not in asd.identity(SMOKE)["config"]
+    assert asd.identity(asd.TINY_CLOSE_IDS)["config"]["id_spread"] == 0.25
+
+
 def test_a_normal_clip_is_its_own_twin():
     a = render_clip(SMOKE, "fan", 0, "train", "normal", 3)
     b = render_clip(SMOKE, "fan", 0, "train", "normal", 3, with_anomaly=False)
@@ -300,6 +325,7 @@ def test_cli_writes_the_preset_and_the_cache_reuses_it(tmp_path, monkeypatch, ca
     ({"sample_rate": 8000}, "sample_rate"),
     ({"snr_db_min": 10.0, "snr_db_max": 0.0}, "snr_db_min"),
     ({"seed": -1}, "seed"),
+    ({"id_spread": 1.5}, "id_spread"),
 ])
 def test_bad_configs_name_the_key(changes, key, tmp_path):
     with pytest.raises(ConfigError, match=f"ASDSynthConfig.{key}"):
