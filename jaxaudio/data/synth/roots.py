@@ -6,13 +6,15 @@ the same one-generator-per-process rule, so a fix to one is a fix to all.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable, Mapping, Optional
 
 from jaxaudio.errors import ConfigError
-from jaxaudio.train.log import get_logger
 
-LOG = get_logger("jaxaudio.data")
+# The experiments' data modules give this logger its handler (train.log.get_logger); data/ must
+# not import train/ itself.
+LOG = logging.getLogger("jaxaudio.data")
 
 
 def user_or_builtin_root(data_cfg, presets: Mapping, ensure: Callable, *, what: str, needs_data: str = "",
