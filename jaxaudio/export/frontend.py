@@ -25,6 +25,8 @@ unscoped clamp at the end of the front end would be quantized to int8 (steps of 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,7 +114,10 @@ def _finish(mel: jax.Array, cfg: FrontEndConfig) -> jax.Array:
 
 
 def log_mel(wave: jax.Array, cfg: FrontEndConfig) -> jax.Array:
-    """Same contract and numbers (to float32 rounding) as ``features.log_mel``."""
+    """Same contract and numbers (to float32 rounding) as ``features.log_mel``. Always the DFT as a
+    matrix multiply, which TFLite runs everywhere (a config trained with ``dft='fft'`` exports so)."""
+    if cfg.dft != "matmul":
+        cfg = dataclasses.replace(cfg, dft="matmul")
     if not computes_dft(cfg):
         with jax.named_scope(FRONTEND_SCOPE):
             power = features.power_spectrogram(wave, cfg)
@@ -120,6 +125,8 @@ def log_mel(wave: jax.Array, cfg: FrontEndConfig) -> jax.Array:
     with jax.named_scope(FRONTEND_SCOPE):
         wave = jnp.asarray(wave, jnp.float32)
         num_frames = cfg.num_frames(wave.shape[-1])
+        if cfg.input_scale != 1.0:
+            wave = wave * cfg.input_scale
         if cfg.peak_normalize:
             wave = wave / (jnp.max(jnp.abs(wave), axis=-1, keepdims=True) + 1e-10)
         if cfg.preemphasis != 0.0:
