@@ -269,15 +269,18 @@ class RelPositionAttention(nnx.Module):
 
 
 class FeedForward(nnx.Module):
-    """FunASR ``PositionwiseFeedForward`` with swish: fc_in -> swish -> dropout -> fc_out."""
+    """FunASR ``PositionwiseFeedForward``: fc_in -> activation (swish in the Conformer, ReLU in
+    Paraformer's decoder) -> dropout -> fc_out."""
 
-    def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, rngs: nnx.Rngs):
+    def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, activation=jax.nn.silu,
+                 rngs: nnx.Rngs):
         self.fc_in = _linear(dim, hidden_dim, rngs=rngs)
         self.fc_out = _linear(hidden_dim, dim, rngs=rngs)
         self.dropout_rate = float(dropout)
+        self.activation = activation
 
     def __call__(self, x: jax.Array, *, train: bool, rngs=None) -> jax.Array:
-        h = attention.dropout(jax.nn.silu(self.fc_in(x)), self.dropout_rate, train=train, rngs=as_rngs(rngs))
+        h = attention.dropout(self.activation(self.fc_in(x)), self.dropout_rate, train=train, rngs=as_rngs(rngs))
         return self.fc_out(h)
 
 
