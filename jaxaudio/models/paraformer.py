@@ -79,7 +79,7 @@ from jaxaudio.nn import attention
 from jaxaudio.nn import conformer
 from jaxaudio.nn.cif import CIFPredictor, cif_inference, integrate_and_fire, quantity_loss, scale_alpha
 from jaxaudio.nn.cnn import as_rngs, torch_uniform
-from jaxaudio.nn.conformer import ConformerConfig, ConformerEncoder
+from jaxaudio.nn.conformer import ConformerConfig, ConformerEncoder, MultiHeadAttention
 
 BLANK = 0  # jaxaudio.data.tokenizer: 0 <blank> (CTC blank and padding id), 1 <s>, 2 </s>, 3 <unk>
 
@@ -151,32 +151,6 @@ PRESETS = {"paper": PAPER, "tiny": TINY}
 def _linear(fan_in: int, fan_out: int, *, rngs: nnx.Rngs) -> nnx.Linear:
     init = torch_uniform(fan_in)
     return nnx.Linear(fan_in, fan_out, kernel_init=init, bias_init=init, rngs=rngs)
-
-
-class MultiHeadAttention(nnx.Module):
-    """FunASR ``MultiHeadedAttention``: ``query (B, Lq, d)`` attends to ``memory (B, Lk, d)``."""
-
-    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, rngs: nnx.Rngs):
-        if dim % heads:
-            raise ConfigError(f"MultiHeadAttention: dim={dim} is not divisible by heads={heads}")
-        self.num_heads, self.head_dim = heads, dim // heads
-        self.query = _linear(dim, dim, rngs=rngs)
-        self.key = _linear(dim, dim, rngs=rngs)
-        self.value = _linear(dim, dim, rngs=rngs)
-        self.out = _linear(dim, dim, rngs=rngs)
-        self.dropout_rate = float(dropout)
-
-    def _heads(self, y: jax.Array) -> jax.Array:
-        return y.reshape(*y.shape[:-1], self.num_heads, self.head_dim)
-
-    def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None = None, *, train: bool,
-                 rngs=None) -> jax.Array:
-        """memory_mask ``(B, Lk)`` bool, True on real keys."""
-        batch, length, dim = x.shape
-        y = attention.attend(self._heads(self.query(x)), self._heads(self.key(memory)), self._heads(self.value(memory)),
-                             mask=None if memory_mask is None else attention.key_padding_mask(memory_mask.astype(bool)),
-                             dropout_rate=self.dropout_rate, train=train, rngs=rngs, weights_dtype=x.dtype)
-        return self.out(y.reshape(batch, length, dim))
 
 
 class DecoderLayer(nnx.Module):

@@ -229,26 +229,42 @@ class Conv2dSubsampling4(nnx.Module):
         return h, table, mask
 
 
-class RelPositionAttention(nnx.Module):
-    """ESPnet's "latest" relative-position self-attention over ``(B, T, d)`` (module docstring)."""
+class MultiHeadAttention(nnx.Module):
+    """FunASR ``MultiHeadedAttention``: ``query (B, Lq, d)`` attends to ``memory (B, Lk, d)``
+    (Paraformer's decoder); its q/k/v/out layers are also the relative-position attention's."""
 
     def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, rngs: nnx.Rngs):
         if dim % heads:
-            raise ConfigError(f"RelPositionAttention: dim={dim} is not divisible by heads={heads}")
-        self.num_heads = heads
-        self.head_dim = dim // heads
+            raise ConfigError(f"{type(self).__name__}: dim={dim} is not divisible by heads={heads}")
+        self.num_heads, self.head_dim = heads, dim // heads
         self.query = _linear(dim, dim, rngs=rngs)
         self.key = _linear(dim, dim, rngs=rngs)
         self.value = _linear(dim, dim, rngs=rngs)
         self.out = _linear(dim, dim, rngs=rngs)
-        self.linear_pos = _linear(dim, dim, use_bias=False, rngs=rngs)
-        xavier = nnx.initializers.xavier_uniform()  # torch xavier_uniform_ on (heads, d_k)
-        self.pos_bias_u = nnx.Param(xavier(rngs.params(), (heads, self.head_dim)))
-        self.pos_bias_v = nnx.Param(xavier(rngs.params(), (heads, self.head_dim)))
         self.dropout_rate = float(dropout)
 
     def _heads(self, y: jax.Array) -> jax.Array:
         return y.reshape(*y.shape[:-1], self.num_heads, self.head_dim)
+
+    def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None = None, *, train: bool,
+                 rngs=None) -> jax.Array:
+        """memory_mask ``(B, Lk)`` bool, True on real keys."""
+        batch, length, dim = x.shape
+        y = attention.attend(self._heads(self.query(x)), self._heads(self.key(memory)), self._heads(self.value(memory)),
+                             mask=None if memory_mask is None else attention.key_padding_mask(memory_mask.astype(bool)),
+                             dropout_rate=self.dropout_rate, train=train, rngs=rngs, weights_dtype=x.dtype)
+        return self.out(y.reshape(batch, length, dim))
+
+
+class RelPositionAttention(MultiHeadAttention):
+    """ESPnet's "latest" relative-position self-attention over ``(B, T, d)`` (module docstring)."""
+
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, rngs: nnx.Rngs):
+        super().__init__(dim, heads, dropout=dropout, rngs=rngs)
+        self.linear_pos = _linear(dim, dim, use_bias=False, rngs=rngs)
+        xavier = nnx.initializers.xavier_uniform()  # torch xavier_uniform_ on (heads, d_k)
+        self.pos_bias_u = nnx.Param(xavier(rngs.params(), (heads, self.head_dim)))
+        self.pos_bias_v = nnx.Param(xavier(rngs.params(), (heads, self.head_dim)))
 
     def __call__(self, x: jax.Array, pos_emb: jax.Array, mask: jax.Array | None = None, *, train: bool,
                  rngs=None) -> jax.Array:
@@ -373,6 +389,6 @@ class ConformerEncoder(nnx.Module):
 
 __all__ = [
     "ConformerConfig", "PAPER", "TINY", "PRESETS", "SHARDING_RULES", "MIN_FRAMES", "subsampled_length",
-    "subsample_mask", "Conv2dSubsampling4", "RelPositionAttention", "FeedForward", "ConvolutionModule",
-    "ConformerBlock", "ConformerEncoder",
+    "subsample_mask", "Conv2dSubsampling4", "MultiHeadAttention", "RelPositionAttention", "FeedForward",
+    "ConvolutionModule", "ConformerBlock", "ConformerEncoder",
 ]
