@@ -116,6 +116,8 @@ def _declare(lib: ctypes.CDLL) -> None:
                                  ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
     lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
     lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_ng_SetRandSeed.restype = None
 
 
 def _dlopen(original: str, copy: str) -> tuple[str, int]:
@@ -273,13 +275,15 @@ def _setting(name: str, value, lo: int, hi: int) -> int:
 
 
 def synthesize(text: str, voice: str, *, speed_wpm: float = 175, pitch: float = 50, pitch_range: float = 50,
-               amplitude: float = 100, gap_ms: float = 0) -> tuple[np.ndarray, int]:
+               amplitude: float = 100, gap_ms: float = 0, seed: int = 0) -> tuple[np.ndarray, int]:
     """(float32 waveform in [-1, 1), sample rate) for `text` spoken by `voice` ("en-us", "en-gb+m3",
     "cmn-latn-pinyin+f2", ...), at espeak's own rate (22050 Hz; resampling is the caller's).
 
     speed_wpm: words per minute, 80-450; pitch and pitch_range: 0-100 (50 = the voice's own);
-    amplitude: 0-200; gap_ms: extra pause between words, in espeak's 10 ms steps (at 175 wpm).
-    Equal arguments give byte-identical samples, in one process or across processes.
+    amplitude: 0-200; gap_ms: extra pause between words, in espeak's 10 ms steps (at 175 wpm);
+    seed: espeak's noise generator (the breath of the f* and whisper variants), which espeak
+    itself seeds from the clock. Equal arguments give byte-identical samples, in one process or
+    across processes.
     """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"espeak text must be a non-empty string, got {text!r}")
@@ -287,12 +291,15 @@ def synthesize(text: str, voice: str, *, speed_wpm: float = 175, pitch: float = 
               (_RANGE, _setting("pitch_range", pitch_range, 0, 100)),
               (_VOLUME, _setting("amplitude", amplitude, 0, 200)),
               (_WORDGAP, int(round(_setting("gap_ms", gap_ms, 0, 10000) / 10)))]
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 31:
+        raise ConfigError(f"espeak seed must be an integer in [0, 2**31), got {seed!r}")
     encoded = text.encode("utf-8")
     spec = resolve_voice(voice)  # before the engine: the first call lists the voices with an engine of its own
     with _engine() as (lib, rate):
         _select(lib, voice, spec)
         for param, value in params:
             lib.espeak_SetParameter(param, value, 0)
+        lib.espeak_ng_SetRandSeed(int(seed))  # after the voice: espeak seeds from time() on the way
         status = lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE,
                                   None, None)
         pcm = b"".join(_CHUNKS)

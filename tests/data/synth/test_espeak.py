@@ -88,9 +88,13 @@ def test_deterministic_across_processes():
         wav = espeak.synthesize(text, voice, **settings)[0] if voice else espeak.synthesize_mandarin(text)[0]
         return _sha(wav)
 
+    # espeak seeds its breath noise (f2 has breath) from time(): the child sleeps into another
+    # second, so a clock-seeded generator would give other samples there.
+    here = [render(*job) for job in jobs]
     script = textwrap.dedent(f"""
-        import hashlib
+        import hashlib, time
         from jaxaudio.data.synth import espeak
+        time.sleep(1.1)
         for text, voice, settings in {jobs!r}:
             wav = espeak.synthesize(text, voice, **settings)[0] if voice else espeak.synthesize_mandarin(text)[0]
             print(hashlib.sha256(wav.tobytes()).hexdigest())
@@ -98,7 +102,15 @@ def test_deterministic_across_processes():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO,
                          timeout=60, check=True).stdout.split()
-    assert out == [render(*job) for job in jobs]
+    assert out == here
+
+
+def test_seed_moves_only_the_breath_noise():
+    breathy = {seed: espeak.synthesize("stop", "en-gb+f2", seed=seed)[0] for seed in (0, 1)}
+    assert len(breathy[0]) == len(breathy[1]) and _sha(breathy[0]) != _sha(breathy[1])
+    assert np.abs(breathy[0] - breathy[1]).max() < 0.1  # noise, not another utterance
+    plain = {_sha(espeak.synthesize("stop", "en-gb", seed=seed)[0]) for seed in (0, 1)}
+    assert len(plain) == 1  # no breath in the base voice: the seed has nothing to move
 
 
 @pytest.mark.parametrize("voice, named", [("en-uk", "'en-uk'"), ("klingon+f2", "'klingon'"),
@@ -110,7 +122,8 @@ def test_unknown_voice_or_variant(voice, named):
         assert ("en-us" if "+f9" not in voice else "f2") in str(err.value)
 
 
-@pytest.mark.parametrize("settings", [{"speed_wpm": 20}, {"pitch": 150}, {"amplitude": -1}, {"gap_ms": "5"}])
+@pytest.mark.parametrize("settings", [{"speed_wpm": 20}, {"pitch": 150}, {"amplitude": -1}, {"gap_ms": "5"},
+                                      {"seed": -1}, {"seed": 0.5}])
 def test_settings_out_of_range(settings):
     with pytest.raises(ConfigError, match=next(iter(settings))):
         espeak.synthesize("one", "en-us", **settings)
