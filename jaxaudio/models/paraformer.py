@@ -166,12 +166,13 @@ class DecoderLayer(nnx.Module):
         self.feed_forward = conformer.FeedForward(dim, ffn, dropout=dropout, activation=jax.nn.relu, rngs=rngs)
         self.dropout_rate = float(dropout)
 
-    def __call__(self, x, token_mask, memory, memory_mask, *, train: bool, rngs=None):
+    def __call__(self, x, token_mask, memory, memory_mask, *, train: bool, rngs=None, causal: bool = False):
+        """causal: False for Paraformer (padding mask only); True for an autoregressive decoder."""
         def drop(y):
             return attention.dropout(y, self.dropout_rate, train=train, rngs=rngs)
 
         h = self.norm1(x)
-        x = x + drop(self.self_attn(h, h, token_mask, train=train, rngs=rngs))  # padding mask only, no causal mask
+        x = x + drop(self.self_attn(h, h, token_mask, train=train, rngs=rngs, causal=causal))
         x = x + drop(self.src_attn(self.norm2(x), memory, memory_mask, train=train, rngs=rngs))
         return x + drop(self.feed_forward(self.norm3(x), train=train, rngs=rngs))
 

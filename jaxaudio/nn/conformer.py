@@ -247,12 +247,16 @@ class MultiHeadAttention(nnx.Module):
         return y.reshape(*y.shape[:-1], self.num_heads, self.head_dim)
 
     def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None = None, *, train: bool,
-                 rngs=None) -> jax.Array:
-        """memory_mask ``(B, Lk)`` bool, True on real keys."""
+                 rngs=None, causal: bool = False) -> jax.Array:
+        """memory_mask ``(B, Lk)`` bool, True on real keys; causal: query i sees keys <= i only
+        (self-attention of an autoregressive decoder, ``memory`` being ``x``)."""
         batch, length, dim = x.shape
+        mask = None if memory_mask is None else attention.key_padding_mask(memory_mask.astype(bool))
+        if causal:
+            lower = jnp.tril(jnp.ones((length, memory.shape[1]), bool))[None, None]
+            mask = lower if mask is None else mask & lower
         y = attention.attend(self._heads(self.query(x)), self._heads(self.key(memory)), self._heads(self.value(memory)),
-                             mask=None if memory_mask is None else attention.key_padding_mask(memory_mask.astype(bool)),
-                             dropout_rate=self.dropout_rate, train=train, rngs=rngs, weights_dtype=x.dtype)
+                             mask=mask, dropout_rate=self.dropout_rate, train=train, rngs=rngs, weights_dtype=x.dtype)
         return self.out(y.reshape(batch, length, dim))
 
 
