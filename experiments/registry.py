@@ -16,6 +16,7 @@ SYSTEMS: dict[str, str] = {
     "geco": "experiments.geco.system:SYSTEM",
     "asd_ae": "experiments.asd_ae.system:SYSTEM",
     "rsic_kd": "experiments.rsic_kd.system:SYSTEM",
+    "paraformer": "experiments.paraformer.system:SYSTEM",
 }
 DEFAULT = "pmam"
 

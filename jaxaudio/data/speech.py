@@ -188,7 +188,8 @@ class Buckets:
 
 
 def bucket_batches(lengths: Sequence[int], buckets: Buckets, *, seed: int, names: Sequence[str] = (),
-                   drop_remainder: bool = True) -> list[tuple[int, np.ndarray]]:
+                   drop_remainder: bool = True, unit: str = "frames",
+                   warn: bool = True) -> list[tuple[int, np.ndarray]]:
     """``(bucket, utterance indices)`` batches of one epoch, in an order fixed by ``seed``: every
     host computes the same list and takes its share of each batch. Utterances longer than the
     largest bucket are left out, counted in one warning that names the first (``names[i]``)."""
@@ -201,11 +202,11 @@ def bucket_batches(lengths: Sequence[int], buckets: Buckets, *, seed: int, names
             too_long.append(i)
         else:
             members[b].append(i)
-    if too_long:
+    if too_long and warn:
         first = names[too_long[0]] if names else f"utterance {too_long[0]}"
-        _logger.warning("%d utterances are longer than the largest bucket (%d frames) and are left out (first: %s, "
-                        "%d frames); add a larger bucket to keep them", len(too_long), buckets.frames[-1], first,
-                        int(lengths[too_long[0]]))
+        _logger.warning("%d utterances are longer than the largest bucket (%d %s) and are left out (first: %s, "
+                        "%d %s); add a larger bucket to keep them", len(too_long), buckets.frames[-1], unit, first,
+                        int(lengths[too_long[0]]), unit)
     batches = []
     for b, (idx, size) in enumerate(zip(members, buckets.batch_sizes)):
         idx = rng.permutation(np.asarray(idx, np.int64))

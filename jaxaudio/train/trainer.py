@@ -244,6 +244,7 @@ class Trainer:
                 predict = self.predict_step(graphdef, shardings, forward=v.forward, keys=v.keys)
             else:
                 evaluator = self.system.evaluators(self.config)[self.config.eval.validation_split]
+                best_mode = getattr(evaluator, "mode", "max")  # "min" for an error rate (ASR's CER)
                 predict = self.predict_step(graphdef, shardings)
             best = f"{'teacher' if stage.has_teacher else 'student'}/{evaluator.primary_metric}"
 

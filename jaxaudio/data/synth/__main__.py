@@ -128,14 +128,10 @@ def main(argv=None) -> int:
 
 
 def cli(argv=None) -> int:
-    """main() for the shell: a bad folder, file or setting is one ``error:`` line and exit 2."""
-    from jaxaudio.errors import JaxAudioError
+    """main() for the shell (``cli.run_cli``)."""
+    from jaxaudio.data.synth.cli import run_cli
 
-    try:
-        return main(argv)
-    except JaxAudioError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

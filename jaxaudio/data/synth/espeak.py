@@ -361,6 +361,11 @@ PINYIN: dict[str, str] = {
     "你好": "ni3 hao3", "谢谢": "xie4 xie5", "再见": "zai4 jian4", "帮助": "bang1 zhu4", "唤醒": "huan4 xing3",
     "温度": "wen1 du4", "升高": "sheng1 gao1", "降低": "jiang4 di1", "现在": "xian4 zai4", "几": "ji3",
     "时间": "shi2 jian1", "天气": "tian1 qi4", "拍照": "pai1 zhao4", "我": "wo3", "要": "yao4", "请": "qing3",
+    # times, dates and rooms of the built-in corpus (speech_texts.py)
+    "两": "liang3", "分": "fen1", "上午": "shang4 wu3", "下午": "xia4 wu3", "月": "yue4", "号": "hao4",
+    "星期": "xing1 qi1", "天": "tian1", "今天": "jin1 tian1", "在": "zai4", "叫": "jiao4", "客厅": "ke4 ting1",
+    "卧室": "wo4 shi4", "厨房": "chu2 fang2", "的": "de5", "窗户": "chuang1 hu5", "门": "men2",
+    "风扇": "feng1 shan4", "相机": "xiang4 ji1", "下一首": "xia4 yi4 shou3",
 }
 _PUNCTUATION = {"，": ",", "、": ",", "。": ".", "？": "?", "！": "!", "；": ";", "：": ":"}
 _LONGEST = max(map(len, PINYIN))
