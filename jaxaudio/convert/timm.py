@@ -26,29 +26,13 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 from flax import nnx
 
+from jaxaudio.convert.nnx_targets import targets, torch_layout
 from jaxaudio.convert.torch_io import load_torch_state_dict
 from jaxaudio.errors import CheckpointError
 
 _logger = logging.getLogger(__name__)
 
 IGNORED_SUFFIXES = (".num_batches_tracked",)
-_LEAVES = {
-    nnx.Conv: {"kernel": "weight", "bias": "bias"},
-    nnx.Linear: {"kernel": "weight", "bias": "bias"},
-    nnx.BatchNorm: {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"},
-    nnx.LayerNorm: {"scale": "weight", "bias": "bias"},
-    nnx.GroupNorm: {"scale": "weight", "bias": "bias"},
-}
-
-
-def _layout(kind, leaf: str, array: np.ndarray) -> np.ndarray:
-    if leaf == "kernel" and kind is nnx.Conv and array.ndim == 4:
-        return array.transpose(2, 3, 1, 0)
-    if leaf == "kernel" and kind is nnx.Linear and array.ndim == 4 and array.shape[2:] == (1, 1):
-        array = array[:, :, 0, 0]     # a 1x1-conv classifier (timm ResNetV2's head) is a Linear
-    if leaf == "kernel" and kind is nnx.Linear and array.ndim == 2:
-        return array.T
-    return array
 
 
 def adapt_input_conv(kernel: np.ndarray, in_channels: int) -> np.ndarray:
@@ -57,10 +41,6 @@ def adapt_input_conv(kernel: np.ndarray, in_channels: int) -> np.ndarray:
         return kernel.sum(axis=2, keepdims=True)
     repeat = math.ceil(in_channels / kernel.shape[2])
     return np.tile(kernel, (1, 1, repeat, 1))[:, :, :in_channels] * (kernel.shape[2] / in_channels)
-
-
-def _owners(model: nnx.Module) -> dict[tuple, type]:
-    return {tuple(path): type(module) for path, module in nnx.iter_modules(model)}
 
 
 def timm_to_nnx(state_dict: Mapping[str, np.ndarray], model: nnx.Module, *,
@@ -74,39 +54,32 @@ def timm_to_nnx(state_dict: Mapping[str, np.ndarray], model: nnx.Module, *,
         _logger.info("%s: skipped %d tensors under %s (not built)", source, len(skipped), ", ".join(skip_prefixes))
         tensors = {k: v for k, v in tensors.items() if k not in set(skipped)}
     rename = rename or (lambda name: name)
-    owners = _owners(model)
     state = nnx.state(model)
     used: set[str] = set()
     missing: list[str] = []
-    for path, variable in nnx.to_flat_state(state):
-        if not isinstance(variable, (nnx.Param, nnx.BatchStat)):
-            continue        # RNG state and the like: nothing of a checkpoint's
-        owner, leaf = tuple(path[:-1]), str(path[-1])
-        kind = next((k for k in _LEAVES if issubclass(owners.get(owner, object), k)), None)
-        ours = ".".join(str(p) for p in owner)
-        prefix = rename(ours)
-        torch_leaf = _LEAVES[kind].get(leaf, leaf) if kind is not None else leaf
-        name = f"{prefix}.{torch_leaf}" if prefix else torch_leaf
+    for target in targets(model, state):
+        ours, leaf, kind = target.module, target.leaf, target.kind
+        name = target.torch_name(rename(ours))
         if name not in tensors:
             missing.append(f"{name} (for {ours}.{leaf})")
             continue
         used.add(name)
-        array = _layout(kind, leaf, tensors[name].astype(np.float32))
-        target = tuple(variable.get_value().shape)
-        if array.shape != target:
+        array = torch_layout(kind, leaf, tensors[name].astype(np.float32))
+        shape = target.shape
+        if array.shape != shape:
             if kind is nnx.Conv and leaf == "kernel" and array.shape[2] == 3 and array.shape[:2] + array.shape[3:] \
-                    == target[:2] + target[3:]:
-                _logger.info("%s: %s adapted from 3 input channels to %d", source, name, target[2])
-                array = adapt_input_conv(array, target[2])
-            elif ours == classifier and kind is nnx.Linear and array.shape[-1:] != target[-1:] \
-                    and array.shape[:-1] == target[:-1]:    # only the class count differs
+                    == shape[:2] + shape[3:]:
+                _logger.info("%s: %s adapted from 3 input channels to %d", source, name, shape[2])
+                array = adapt_input_conv(array, shape[2])
+            elif ours == classifier and kind is nnx.Linear and array.shape[-1:] != shape[-1:] \
+                    and array.shape[:-1] == shape[:-1]:    # only the class count differs
                 _logger.info("%s: %s has shape %s, the model's classifier %s: kept at its fresh init",
-                             source, name, array.shape, target)
+                             source, name, array.shape, shape)
                 continue
             else:
                 raise CheckpointError(f"{source}: {name} has shape {tensors[name].shape}; {ours}.{leaf} needs "
-                                      f"{target} (after layout change {array.shape})")
-        variable.set_value(array.astype(variable.get_value().dtype))
+                                      f"{shape} (after layout change {array.shape})")
+        target.assign(array)
     if missing:
         raise CheckpointError(f"{source}: {len(missing)} tensors the model needs are not in the checkpoint, "
                               f"e.g. {', '.join(missing[:5])}")

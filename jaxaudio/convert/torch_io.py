@@ -22,7 +22,7 @@ CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def _to_numpy(path: str, name: str, value) -> np.ndarray:
+def to_numpy(path: str, name: str, value) -> np.ndarray:
     """A tensor (any float dtype, bf16 included) or array -> numpy; anything else is an error."""
     if isinstance(value, np.ndarray):
         return value
@@ -92,4 +92,4 @@ def load_torch_state_dict(path: os.PathLike | str) -> dict[str, np.ndarray]:
     if not obj:
         raise CheckpointError(f"{path}: the state dict is empty")
     renamed = _strip_wrapper_prefixes([str(k) for k in obj])
-    return {renamed[str(k)]: _to_numpy(path, str(k), v) for k, v in obj.items()}
+    return {renamed[str(k)]: to_numpy(path, str(k), v) for k, v in obj.items()}

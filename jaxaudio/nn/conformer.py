@@ -85,10 +85,31 @@ The renames (``self_attn/linear_{q,k,v,out}`` -> ``attention/{query,key,value,ou
 ``w_1/w_2`` -> ``fc_in/fc_out``) follow the package's sharding names: the default rules shard
 the attention projections; ``SHARDING_RULES`` adds the feed-forward layers.
 
-Not modelled: FunASR's ``rel_pos_type`` defaults to ``"legacy"`` and the AISHELL-1 recipe does
-not set it, so FunASR's own run of that recipe uses ``LegacyRelPositionalEncoding`` /
-``LegacyRelPositionMultiHeadedAttention`` (same parameters, other position scores). This module
-is the "latest" variant only.
+Legacy relative positions (``ConformerConfig.rel_pos = "legacy"``). FunASR's ``rel_pos_type``
+defaults to ``"legacy"`` and the AISHELL-1 recipe does not set it, so FunASR's own run of that
+recipe (and every checkpoint it writes) uses ``LegacyRelPositionalEncoding`` /
+``LegacyRelPositionMultiHeadedAttention`` (ESPnet before PR #2816): the same parameters, other
+position scores. Here ``LegacyRelPositionAttention`` and ``legacy_relative_table``::
+
+      table[m] = sinusoid(P - 1 - m),  m = 0 .. T-1,   P = max(pos_max_len, T)   (T rows, not 2T-1)
+      bd       = (q + v) p^T                               (B, heads, T, T), p = linear_pos(table)
+      legacy_rel_shift(bd): prepend a zero column, view (T, T+1) as (T+1, T), drop the first row:
+          out[i, j] = bd[i, T-1-(i-j)]   for j <= i      (table position P - T + (i - j))
+          out[i, j] = 0                  for j == i + 1
+          out[i, j] = bd[i+1, j-i-2]     for j >  i + 1  (the next query's row, position P + 1 + (i - j))
+
+  ``sinusoid(r) = [sin(r w_0), cos(r w_0), sin(r w_1), ...]`` as ``PositionalEncoding(reverse=True)``;
+  FunASR builds that table once for ``max_len = 5000`` positions (``4999 ... 0``) and slices its first
+  ``T`` rows, so the positions are ``4999 ... 5000-T``, not ``T-1 ... 0``: the score of offset
+  ``i - j`` depends on ``T``, the *padded* length of the batch. That is FunASR's behaviour (its
+  checkpoints were trained with it) and is reproduced, so under "legacy" an utterance's output
+  depends slightly on how far its batch is padded, in FunASR and here alike (the padding
+  invariance described above holds for "latest" only). Beyond ``T > pos_max_len`` FunASR rebuilds
+  its table for ``T`` positions and keeps it for later calls (state across calls); here ``P = T``
+  for that call only, which is what a freshly built FunASR module gives. ``zero_triu`` (off in FunASR's
+  defaults) is not modelled. Dropout, ``x * sqrt(d)`` and everything else are as for "latest".
+
+Checked against FunASR itself (random weights) by ``tests/convert/test_funasr_paraformer_vs_funasr.py``.
 """
 from __future__ import annotations
 
@@ -97,6 +118,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxaudio.errors import ConfigError
@@ -106,6 +128,11 @@ from jaxaudio.nn.relpos import rel_shift, sinusoidal_relative_table
 
 # Frames the two stride-2, kernel-3 convs need for one output frame (FunASR ``check_short_utt``).
 MIN_FRAMES = 7
+
+# ConformerConfig.rel_pos: ESPnet's current relative positions, or FunASR's default (module docstring).
+REL_POS_TYPES = ("latest", "legacy")
+# FunASR's PositionalEncoding max_len: the legacy table's positions are 4999 ... 5000-T.
+LEGACY_MAX_LEN = 5000
 
 # Feed-forward layers as the package's MLP (``attention/*`` is covered by the default rules).
 SHARDING_RULES: tuple[tuple[str, str], ...] = (
@@ -125,6 +152,9 @@ class ConformerConfig:
     norm_eps: LayerNorm eps (FunASR 1e-12). bn_epsilon, bn_momentum_torch: the conv module's
       BatchNorm in torch's convention.
     funasr_padding: reproduce FunASR's handling of padded frames (module docstring).
+    rel_pos: "latest" (ESPnet's current relative positions) or "legacy" (FunASR's default
+      ``rel_pos_type``, what its AISHELL-1 recipe trains; module docstring). Same parameters.
+    pos_max_len: the legacy table's ``max_len`` (FunASR's 5000); unused by "latest".
     """
 
     input_dim: int = 80
@@ -140,6 +170,8 @@ class ConformerConfig:
     bn_epsilon: float = 1e-5
     bn_momentum_torch: float = 0.1
     funasr_padding: bool = False
+    rel_pos: str = "latest"
+    pos_max_len: int = LEGACY_MAX_LEN
 
     def __post_init__(self):
         def bad(key, problem):
@@ -159,6 +191,10 @@ class ConformerConfig:
         for key in ("dropout", "attention_dropout", "pos_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 bad(key, f"{getattr(self, key)}; expected 0 <= rate < 1")
+        if self.rel_pos not in REL_POS_TYPES:
+            bad("rel_pos", f"{self.rel_pos!r}; expected one of {REL_POS_TYPES}")
+        if int(self.pos_max_len) < 1:
+            bad("pos_max_len", f"{self.pos_max_len}; expected >= 1")
 
 
 PAPER = ConformerConfig()
@@ -188,6 +224,38 @@ def subsample_mask(mask: jax.Array, *, espnet_slicing: bool = False) -> jax.Arra
     return mask
 
 
+def legacy_relative_table(length: int, dim: int, max_len: int = LEGACY_MAX_LEN, dtype=jnp.float32) -> jax.Array:
+    """FunASR's ``LegacyRelPositionalEncoding`` table: ``(length, dim)`` sinusoids of positions
+    ``P-1, P-2, ..., P-length`` with ``P = max(max_len, length)`` (module docstring).
+
+    Float32 ``position * div_term`` as torch computes it. The angles reach ``5000`` rad, where one
+    float32 ulp of ``div_term`` moves an entry by up to ``2.4e-4``, so ``div_term`` is a
+    ``dim / 2`` constant: torch's float32 exponents through a correctly rounded exp (float64, then
+    float32). Torch's float32 exp is correctly rounded on all but 1-2 of the 128 entries at
+    ``d = 256`` (those one or two frequencies' columns then differ from torch's table by up to
+    ``2.4e-4``; the encoder output stays within ``2e-5`` of FunASR's at the recipe's size);
+    XLA's float32 exp misses ~17.
+    """
+    if dim % 2:
+        raise ConfigError(f"legacy relative position dim={dim} must be even (sin/cos pairs)")
+    top = max(int(max_len), int(length)) - 1
+    positions = jnp.arange(top, top - length, -1, dtype=jnp.float32)[:, None]
+    exponents = np.arange(0, dim, 2, dtype=np.float32) * np.float32(-(math.log(10000.0) / dim))  # float32, as torch
+    freqs = jnp.asarray(np.exp(exponents.astype(np.float64)).astype(np.float32))
+    angles = positions * freqs  # (T, dim/2)
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(length, dim).astype(dtype)
+
+
+def legacy_rel_shift(x: jax.Array) -> jax.Array:
+    """FunASR's ``LegacyRelPositionMultiHeadedAttention.rel_shift``, ``(..., T, T) -> (..., T, T)``:
+    prepend a zero column, view ``(T, T+1)`` as ``(T+1, T)``, drop the first row (module docstring)."""
+    *lead, time, width = x.shape
+    if width != time:
+        raise ConfigError(f"legacy_rel_shift input has shape {x.shape}; expected (..., T, T)")
+    padded = jnp.concatenate([jnp.zeros((*lead, time, 1), x.dtype), x], axis=-1)
+    return padded.reshape(*lead, time + 1, time)[..., 1:, :]
+
+
 def _linear(fan_in: int, fan_out: int, *, use_bias: bool = True, rngs: nnx.Rngs) -> nnx.Linear:
     init = torch_uniform(fan_in)
     return nnx.Linear(fan_in, fan_out, use_bias=use_bias, kernel_init=init, bias_init=init, rngs=rngs)
@@ -201,16 +269,20 @@ def _conv(in_ch: int, out_ch: int, kernel: tuple[int, ...], *, strides=1, paddin
 
 
 class Conv2dSubsampling4(nnx.Module):
-    """``(B, T, F) -> (x (B, T', d) scaled by sqrt(d), pos_emb (2T'-1, d), mask (B, T') or None)``."""
+    """``(B, T, F) -> (x (B, T', d) scaled by sqrt(d), pos_emb, mask (B, T') or None)``; pos_emb is
+    ``(2T'-1, d)`` for ``rel_pos="latest"``, ``(T', d)`` for "legacy" (``legacy_relative_table``)."""
 
     def __init__(self, input_dim: int, d_model: int, *, pos_dropout: float = 0.1, espnet_slicing: bool = False,
-                 rngs: nnx.Rngs):
+                 rel_pos: str = "latest", pos_max_len: int = LEGACY_MAX_LEN, rngs: nnx.Rngs):
+        if rel_pos not in REL_POS_TYPES:
+            raise ConfigError(f"Conv2dSubsampling4: rel_pos={rel_pos!r}; expected one of {REL_POS_TYPES}")
         self.d_model = d_model
         self.conv1 = _conv(1, d_model, (3, 3), strides=(2, 2), rngs=rngs)
         self.conv2 = _conv(d_model, d_model, (3, 3), strides=(2, 2), rngs=rngs)
         self.out = _linear(d_model * subsampled_length(input_dim), d_model, rngs=rngs)
         self.pos_dropout = float(pos_dropout)
         self.espnet_slicing = espnet_slicing
+        self.rel_pos, self.pos_max_len = rel_pos, int(pos_max_len)
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool, rngs=None):
         """x ``(B, T, F)``, T >= 7; mask ``(B, T)`` bool, True on real frames."""
@@ -221,7 +293,10 @@ class Conv2dSubsampling4(nnx.Module):
         h = jax.nn.relu(self.conv2(h))  # (B, T', F', d)
         batch, time, freq, channels = h.shape
         h = self.out(h.transpose(0, 1, 3, 2).reshape(batch, time, channels * freq))  # torch's (c, f) order
-        table = sinusoidal_relative_table(time, self.d_model, h.dtype)
+        if self.rel_pos == "legacy":
+            table = legacy_relative_table(time, self.d_model, self.pos_max_len, h.dtype)
+        else:
+            table = sinusoidal_relative_table(time, self.d_model, h.dtype)
         h = attention.dropout(h * math.sqrt(self.d_model), self.pos_dropout, train=train, rngs=rngs)
         table = attention.dropout(table, self.pos_dropout, train=train, rngs=rngs)
         if mask is not None:
@@ -288,6 +363,27 @@ class RelPositionAttention(MultiHeadAttention):
         return self.out(y.reshape(batch, time, dim))
 
 
+class LegacyRelPositionAttention(RelPositionAttention):
+    """FunASR's ``LegacyRelPositionMultiHeadedAttention`` over ``(B, T, d)`` (module docstring):
+    the parameters of ``RelPositionAttention``, a ``(T, d)`` position table and ``legacy_rel_shift``."""
+
+    def __call__(self, x: jax.Array, pos_emb: jax.Array, mask: jax.Array | None = None, *, train: bool,
+                 rngs=None) -> jax.Array:
+        """x ``(B, T, d)``; pos_emb ``(T, d)`` (``legacy_relative_table``); mask ``(B, T)`` bool, True on real keys."""
+        batch, time, dim = x.shape
+        if pos_emb.shape != (time, dim):
+            raise ConfigError(f"LegacyRelPositionAttention: pos_emb has shape {pos_emb.shape}; expected {(time, dim)}")
+        q = self._heads(self.query(x))
+        k = self._heads(self.key(x))
+        v = self._heads(self.value(x))
+        p = self._heads(self.linear_pos(pos_emb.astype(x.dtype)))  # (T, heads, d_k)
+        position = legacy_rel_shift(jnp.einsum("bihd,rhd->bhir", q + self.pos_bias_v[...], p))  # (B, heads, T, T)
+        y = attention.attend(q + self.pos_bias_u[...], k, v, bias=position,
+                             mask=None if mask is None else attention.key_padding_mask(mask.astype(bool)),
+                             dropout_rate=self.dropout_rate, train=train, rngs=as_rngs(rngs), weights_dtype=x.dtype)
+        return self.out(y.reshape(batch, time, dim))
+
+
 class FeedForward(nnx.Module):
     """FunASR ``PositionwiseFeedForward``: fc_in -> activation (swish in the Conformer, ReLU in
     Paraformer's decoder) -> dropout -> fc_out."""
@@ -342,7 +438,8 @@ class ConformerBlock(nnx.Module):
         self.norm_ff_macaron = nnx.LayerNorm(d, epsilon=eps, rngs=rngs)
         self.feed_forward_macaron = FeedForward(d, cfg.ffn_dim, dropout=cfg.dropout, rngs=rngs)
         self.norm_mha = nnx.LayerNorm(d, epsilon=eps, rngs=rngs)
-        self.attention = RelPositionAttention(d, cfg.heads, dropout=cfg.attention_dropout, rngs=rngs)
+        attention_class = LegacyRelPositionAttention if cfg.rel_pos == "legacy" else RelPositionAttention
+        self.attention = attention_class(d, cfg.heads, dropout=cfg.attention_dropout, rngs=rngs)
         self.norm_conv = nnx.LayerNorm(d, epsilon=eps, rngs=rngs)
         self.conv_module = ConvolutionModule(d, cfg.kernel, bn_epsilon=cfg.bn_epsilon,
                                              bn_momentum_torch=cfg.bn_momentum_torch,
@@ -354,7 +451,8 @@ class ConformerBlock(nnx.Module):
 
     def __call__(self, x: jax.Array, pos_emb: jax.Array, mask: jax.Array | None = None, *, train: bool,
                  rngs=None) -> jax.Array:
-        """x ``(B, T, d)``; pos_emb ``(2T-1, d)``; mask ``(B, T)`` bool, True on real frames."""
+        """x ``(B, T, d)``; pos_emb ``(2T-1, d)`` ("latest") or ``(T, d)`` ("legacy"); mask ``(B, T)``
+        bool, True on real frames."""
         rngs = as_rngs(rngs)
 
         def drop(y):
@@ -373,7 +471,8 @@ class ConformerEncoder(nnx.Module):
     def __init__(self, cfg: ConformerConfig = PAPER, *, rngs: nnx.Rngs):
         self.cfg = cfg
         self.embed = Conv2dSubsampling4(cfg.input_dim, cfg.d_model, pos_dropout=cfg.pos_dropout,
-                                        espnet_slicing=cfg.funasr_padding, rngs=rngs)
+                                        espnet_slicing=cfg.funasr_padding, rel_pos=cfg.rel_pos,
+                                        pos_max_len=cfg.pos_max_len, rngs=rngs)
         self.encoders = nnx.List([ConformerBlock(cfg, rngs=rngs) for _ in range(cfg.blocks)])
         self.after_norm = nnx.LayerNorm(cfg.d_model, epsilon=cfg.norm_eps, rngs=rngs)
 
@@ -392,7 +491,8 @@ class ConformerEncoder(nnx.Module):
 
 
 __all__ = [
-    "ConformerConfig", "PAPER", "TINY", "PRESETS", "SHARDING_RULES", "MIN_FRAMES", "subsampled_length",
-    "subsample_mask", "Conv2dSubsampling4", "MultiHeadAttention", "RelPositionAttention", "FeedForward",
+    "ConformerConfig", "PAPER", "TINY", "PRESETS", "SHARDING_RULES", "MIN_FRAMES", "REL_POS_TYPES", "LEGACY_MAX_LEN",
+    "subsampled_length", "subsample_mask", "legacy_relative_table", "legacy_rel_shift", "Conv2dSubsampling4",
+    "MultiHeadAttention", "RelPositionAttention", "LegacyRelPositionAttention", "FeedForward",
     "ConvolutionModule", "ConformerBlock", "ConformerEncoder",
 ]

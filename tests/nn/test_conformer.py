@@ -62,8 +62,9 @@ def np_rel_shift_espnet(bd):
     return padded[..., 1:, :].reshape(*lead, time, width)[..., : width // 2 + 1]
 
 
-def np_rel_attention(attn, x, table, mask):
-    """scores = ((q+u) k^T + rel_shift((q+v) p^T)) / sqrt(d_k); padded keys get weight 0."""
+def np_rel_attention(attn, x, table, mask, shift=None):
+    """scores = ((q+u) k^T + shift((q+v) p^T)) / sqrt(d_k); padded keys get weight 0. ``shift`` is
+    the relative shift (ESPnet's by its definition unless given; the legacy test passes FunASR's)."""
     x = f64(x)
     batch, time, dim = x.shape
     heads, dk = attn.num_heads, attn.head_dim
@@ -75,10 +76,10 @@ def np_rel_attention(attn, x, table, mask):
     q = proj(attn.query, x).reshape(batch, time, heads, dk)
     k = proj(attn.key, x).reshape(batch, time, heads, dk)
     v = proj(attn.value, x).reshape(batch, time, heads, dk)
-    p = proj(attn.linear_pos, table).reshape(2 * time - 1, heads, dk)
+    p = proj(attn.linear_pos, f64(table)).reshape(-1, heads, dk)
     u, vb = f64(attn.pos_bias_u[...]), f64(attn.pos_bias_v[...])
     ac = np.einsum("bihd,bjhd->bhij", q + u, k)
-    bd = np_rel_shift_index(np.einsum("bihd,rhd->bhir", q + vb, p))
+    bd = (shift or np_rel_shift_index)(np.einsum("bihd,rhd->bhir", q + vb, p))
     scores = (ac + bd) / math.sqrt(dk)
     scores = np.where(mask[:, None, None, :], scores, -np.inf)
     weights = np.exp(scores - scores.max(-1, keepdims=True))
