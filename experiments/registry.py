@@ -17,6 +17,7 @@ SYSTEMS: dict[str, str] = {
     "asd_ae": "experiments.asd_ae.system:SYSTEM",
     "rsic_kd": "experiments.rsic_kd.system:SYSTEM",
     "paraformer": "experiments.paraformer.system:SYSTEM",
+    "ar_asr": "experiments.ar_asr.system:SYSTEM",
 }
 DEFAULT = "pmam"
 

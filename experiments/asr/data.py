@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxaudio.audio import features
+from jaxaudio.audio.cmvn import CMVNStats
 from jaxaudio.data import speech
 from jaxaudio.data.source import eval_batches
 from jaxaudio.data.speech_batches import BucketBatches, SpeechSource, utterance_samples
@@ -100,28 +101,6 @@ def feature_frames(audio, audio_len, fe: features.FrontEndConfig):
     return feats, mask
 
 
-class FrameMoments:
-    """Per-bin count, sum and sum of squares of the valid frames, in float64 (global CMVN)."""
-
-    def __init__(self, bins: int):
-        self.count, self.total, self.squares = 0, np.zeros(bins), np.zeros(bins)
-
-    def accumulate(self, feats, mask) -> None:
-        rows = np.asarray(feats, np.float64)[np.asarray(mask, bool)]
-        self.count += len(rows)
-        self.total += rows.sum(axis=0)
-        self.squares += np.square(rows).sum(axis=0)
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.total / max(self.count, 1)
-
-    @property
-    def std(self) -> np.ndarray:
-        # a floor so a constant bin (silence-only corpus) does not divide by zero
-        return np.sqrt(np.maximum(self.squares / max(self.count, 1) - np.square(self.mean), 1e-10))
-
-
 def cmvn_arrays(config):
     d = config.data
     if len(d.cmvn_mean) != config.model.encoder.input_dim:
@@ -197,13 +176,13 @@ class ASRData:
                              shard_count=jax.process_count())
 
 
-def compute_cmvn(config, data: ASRData) -> FrameMoments:
+def compute_cmvn(config, data: ASRData) -> CMVNStats:
     """Global CMVN over the training set's fbank (or its first ``cmvn_utterances``), once."""
     fe = frontend_config(config)
     source = data.source("train")
     limit = int(config.data.cmvn_utterances) or len(source)
     step = jax.jit(lambda audio, n: feature_frames(audio, n, fe))
-    stats = FrameMoments(fe.n_mels)
+    stats = CMVNStats(fe.n_mels)
     batch = 16
     seen = 0
     for host in eval_batches(source, batch):

@@ -11,25 +11,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from experiments.asr import data as asr_data
+from experiments.asr.training import (
+    asr_system,
+    augmented_features,
+    encoder_config,
+    eval_features,
+    train_stages,
+    vocab_size,
+)
 from experiments.paraformer import config as paraformer_config
-from jaxaudio.errors import ConfigError
 from jaxaudio.models import paraformer as paraformer_model
-from jaxaudio.nn.conformer import ConformerConfig
-from jaxaudio.train.stage_config import stage_fields
-from jaxaudio.train.system import Stage, System
-
-TRAIN_STAGE = "train"
-BATCH_KEYS = ("audio", "audio_len", "tokens", "token_len")
-EVAL_KEYS = ("audio", "audio_len")
-
-
-def encoder_config(config) -> ConformerConfig:
-    return ConformerConfig(**dict(config.model.encoder))
-
-
-def vocab_size(config) -> int:
-    tokens = config.data.tokens or asr_data.ASRData(config).tokenizer.tokens
-    return len(tokens)
+from jaxaudio.train.system import Stage
 
 
 def model_config(config) -> paraformer_model.ParaformerConfig:
@@ -47,21 +39,6 @@ def build_model(config) -> paraformer_model.Paraformer:
     return paraformer_model.Paraformer(model_config(config), rngs=nnx.Rngs(config.seed))
 
 
-def augmented_features(config, batch, key):
-    """Normalised fbank of a training batch, SpecAugmented when ``config.specaug.enabled``."""
-    feats, mask = asr_data.device_features(config, batch["audio"], batch["audio_len"])
-    s = config.specaug
-    if s.enabled:
-        try:
-            from jaxaudio.audio.specaugment import spec_augment
-        except ImportError:
-            raise ConfigError("specaug.enabled: SpecAugment (jaxaudio/audio/specaugment.py) has not landed yet; "
-                              "run with --config.specaug.enabled=False") from None
-        feats = spec_augment(key, feats, jnp.sum(mask, axis=1), warp_window=s.warp_window, freq_masks=s.freq_masks,
-                             freq_width=s.freq_width, time_masks=s.time_masks, time_width=s.time_width)
-    return feats, mask
-
-
 def loss_fn(config):
     def loss(model, batch, rng, teacher, step):
         k_aug, k_glance, k_drop = jax.random.split(rng, 3)
@@ -74,11 +51,7 @@ def loss_fn(config):
 
 
 def stages(config, workdir: str) -> list[Stage]:
-    asr_data.finalize(config)   # a no-op after run.py's; a Trainer built directly needs tokens and CMVN too
-    data = asr_data.ASRData(config)
-    t = config.stages[TRAIN_STAGE]
-    return [Stage(TRAIN_STAGE, loss=loss_fn(config), batch_keys=BATCH_KEYS,
-                  batches=lambda: data.train_batches(config.seed), **stage_fields(t, f"stages.{TRAIN_STAGE}"))]
+    return train_stages(config, loss_fn(config))
 
 
 def decode(model, feats, mask) -> dict:
@@ -90,8 +63,7 @@ def decode(model, feats, mask) -> dict:
 
 def predict(config):
     def fn(model, batch):
-        feats, mask = asr_data.device_features(config, batch["audio"], batch["audio_len"])
-        return decode(model, feats, mask)
+        return decode(model, *eval_features(config, batch))
 
     return fn
 
@@ -102,7 +74,7 @@ def frame_seconds(config) -> float:
     return 4 * fe.hop_length / fe.sample_rate
 
 
-SYSTEM = System(
+SYSTEM = asr_system(
     name="paraformer",
     description="Paraformer non-autoregressive ASR: Conformer encoder, CIF predictor, glancing sampler, CTC + CE + "
                 "quantity loss",
@@ -110,10 +82,5 @@ SYSTEM = System(
     presets=paraformer_config.PRESETS,
     build_model=build_model,
     stages=stages,
-    evaluators=asr_data.evaluators,
     predict=predict,
-    final_stage=lambda config: TRAIN_STAGE,
-    eval_keys=EVAL_KEYS,
-    finalize_config=asr_data.finalize,
-    task="asr",
 )

@@ -1,0 +1,54 @@
+"""What the speech-recognition systems' training shares: the encoder config and vocabulary read
+from the run config, the (SpecAugmented) training features and the one training stage. Each
+system adds its model, its loss and its decoding (``experiments/paraformer``, ``experiments/ar_asr``)."""
+from __future__ import annotations
+
+from experiments.asr import data as asr_data
+from experiments.asr.recipe import TRAIN_STAGE
+from jaxaudio.audio.specaugment import spec_augment
+from jaxaudio.nn.conformer import ConformerConfig
+from jaxaudio.train.stage_config import stage_fields
+from jaxaudio.train.system import Stage, System
+
+BATCH_KEYS = ("audio", "audio_len", "tokens", "token_len")
+EVAL_KEYS = ("audio", "audio_len")
+
+
+def encoder_config(config) -> ConformerConfig:
+    return ConformerConfig(**dict(config.model.encoder))
+
+
+def vocab_size(config) -> int:
+    tokens = config.data.tokens or asr_data.ASRData(config).tokenizer.tokens
+    return len(tokens)
+
+
+def augmented_features(config, batch, key):
+    """Normalised fbank of a training batch, SpecAugmented when ``config.specaug.enabled``."""
+    feats, mask = asr_data.device_features(config, batch["audio"], batch["audio_len"])
+    s = config.specaug
+    if s.enabled:
+        feats = spec_augment(key, feats, mask.sum(axis=1), warp_window=s.warp_window, freq_masks=s.freq_masks,
+                             freq_width=s.freq_width, time_masks=s.time_masks, time_width=s.time_width)
+    return feats, mask
+
+
+def eval_features(config, batch):
+    """Normalised fbank of an evaluation / predict batch."""
+    return asr_data.device_features(config, batch["audio"], batch["audio_len"])
+
+
+def train_stages(config, loss) -> list[Stage]:
+    """The one training stage over the length buckets, validated by dev CER."""
+    asr_data.finalize(config)   # a no-op after run.py's; a Trainer built directly needs tokens and CMVN too
+    data = asr_data.ASRData(config)
+    t = config.stages[TRAIN_STAGE]
+    return [Stage(TRAIN_STAGE, loss=loss, batch_keys=BATCH_KEYS, batches=lambda: data.train_batches(config.seed),
+                  **stage_fields(t, f"stages.{TRAIN_STAGE}"))]
+
+
+def asr_system(**fields) -> System:
+    """A speech-recognition ``System``: the ASR evaluators (CER on dev and test), the one training
+    stage as the final one, the shared batch keys and finalize; ``fields`` the rest."""
+    return System(evaluators=asr_data.evaluators, final_stage=lambda config: TRAIN_STAGE, eval_keys=EVAL_KEYS,
+                  finalize_config=asr_data.finalize, task="asr", **fields)
