@@ -6,6 +6,7 @@
     python experiments/run.py --exp=pmam --mode=predict --input FILE_OR_DIR ... --out DIR
     python experiments/run.py --exp=geco --mode=predict --input DIR [--machine fan/id_00]   # scores.csv
     python experiments/run.py --exp=rsic_kd --mode=predict --input IMAGES_DIR   # predictions.csv
+    python experiments/run.py --exp=paraformer --mode=predict --input DIR [--max_seconds 30]   # transcripts.tsv/.jsonl
     python experiments/run.py --exp=pmam --mode=export [--formats float32,int8]
     python experiments/run.py --exp=pmam --mode=scale --simulate 8 --devices 1,2,4,8
 
@@ -47,6 +48,9 @@ def parse_args(argv):
     predict.add_argument("--machine", default=None, metavar="TYPE/id_XX",
                          help="anomalous sound detection: the machine every input is from (default: from each "
                               "path, .../<type>/.../*id_XX*.wav)")
+    predict.add_argument("--max_seconds", type=float, default=None,
+                         help="speech recognition: refuse files longer than this (default 30; each file is "
+                              "transcribed whole, in one pass)")
     export = parser.add_argument_group("--mode=export (needs the 'export' extra)")
     export.add_argument("--formats", default=ALL_FORMATS)
     export.add_argument("--export", nargs="?", const=ALL_FORMATS, default=None, metavar="FORMATS",
@@ -122,18 +126,23 @@ def train(args, name, overrides) -> dict:
 
 def predict(args, name) -> dict:
     """Score the user's files: SED systems write score tables and events, ASD systems scores.csv,
-    classifiers predictions.csv."""
+    classifiers predictions.csv, speech recognisers transcripts.tsv and transcripts.jsonl."""
     if not args.input:
         raise ConfigError("--mode=predict needs --input FILE_OR_DIR [...]")
     system, config = trained(args, name)
     if system.predictor is None:
         raise ConfigError(f"{system.name} has no predictor for --mode=predict")
-    if system.task not in ("sed", "asd", "classification"):
-        raise ConfigError(f"{system.name}: --mode=predict knows the tasks 'sed', 'asd' and 'classification', not "
-                          f"{system.task!r}")
+    if system.task not in ("sed", "asd", "classification", "asr"):
+        raise ConfigError(f"{system.name}: --mode=predict knows the tasks 'sed', 'asd', 'classification' and 'asr', "
+                          f"not {system.task!r}")
     if args.machine is not None and system.task != "asd":
         raise ConfigError(f"--machine applies to anomalous sound detection systems; {system.name} is a "
                           f"{system.task!r} system")
+    if args.max_seconds is not None and system.task != "asr":
+        raise ConfigError(f"--max_seconds applies to speech recognition systems; {system.name} is a "
+                          f"{system.task!r} system")
+    if args.max_seconds is not None and not 0 < args.max_seconds < float("inf"):
+        raise ConfigError(f"--max_seconds must be a positive number of seconds, got {args.max_seconds:g}")
     predictor, source = system.predictor(config, args.workdir)
     out = args.out or os.path.join(args.workdir, "predictions")
     print(f"{system.name}: {source}", file=sys.stderr)
@@ -145,6 +154,12 @@ def predict(args, name) -> dict:
         from jaxaudio.predict.images import predict_files as predict_images
 
         summary = predict_images(predictor, args.input, out)
+    elif system.task == "asr":
+        from jaxaudio.predict.asr import DEFAULT_MAX_SECONDS
+        from jaxaudio.predict.asr import predict_files as predict_asr
+
+        max_seconds = DEFAULT_MAX_SECONDS if args.max_seconds is None else args.max_seconds
+        summary = predict_asr(predictor, args.input, out, max_seconds=max_seconds)
     else:
         from jaxaudio.predict.sed import predict_files
 

@@ -38,17 +38,17 @@ def eval_features(config, batch):
     return asr_data.device_features(config, batch["audio"], batch["audio_len"])
 
 
-def train_stages(config, loss) -> list[Stage]:
-    """The one training stage over the length buckets, validated by dev CER."""
+def train_stages(config, loss, *, name: str = TRAIN_STAGE, **fields) -> list[Stage]:
+    """A training stage over the length buckets, validated by dev CER (``fields``: e.g. init_from)."""
     asr_data.finalize(config)   # a no-op after run.py's; a Trainer built directly needs tokens and CMVN too
     data = asr_data.ASRData(config)
-    t = config.stages[TRAIN_STAGE]
-    return [Stage(TRAIN_STAGE, loss=loss, batch_keys=BATCH_KEYS, batches=lambda: data.train_batches(config.seed),
-                  **stage_fields(t, f"stages.{TRAIN_STAGE}"))]
+    return [Stage(name, loss=loss, batch_keys=BATCH_KEYS, batches=lambda: data.train_batches(config.seed),
+                  **stage_fields(config.stages[name], f"stages.{name}"), **fields)]
 
 
 def asr_system(**fields) -> System:
     """A speech-recognition ``System``: the ASR evaluators (CER on dev and test), the one training
-    stage as the final one, the shared batch keys and finalize; ``fields`` the rest."""
-    return System(evaluators=asr_data.evaluators, final_stage=lambda config: TRAIN_STAGE, eval_keys=EVAL_KEYS,
-                  finalize_config=asr_data.finalize, task="asr", **fields)
+    stage as the final one, the shared batch keys and finalize, unless ``fields`` say otherwise."""
+    defaults = dict(evaluators=asr_data.evaluators, final_stage=lambda config: TRAIN_STAGE, eval_keys=EVAL_KEYS,
+                    finalize_config=asr_data.finalize, task="asr")
+    return System(**{**defaults, **fields})

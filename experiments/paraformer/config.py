@@ -28,4 +28,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     p.sampling_ratio = 0.4         # [V] model_conf.sampling_ratio (glancing)
     p.predictor_dropout = 0.1      # [V] predictor_conf.dropout
     p.threshold, p.tail_threshold = 1.0, 0.45   # [V] predictor_conf
+    # MWER fine-tuning (the paper's; FunASR's recipe has none and the paper gives no schedule):
+    # opt-in with --config.stages.mwer.steps=N, starting from the train stage's best weights
+    # our choices: N = 4 hypotheses; loss = MWER + 0.01 x the training loss (Prabhavalkar et al. 2018's
+    # interpolation weight for MWER fine-tuning, which keeps CIF, CTC and CE anchored)
+    c.mwer = ml_collections.ConfigDict({"hypotheses": 4, "weight": 1.0, "base_weight": 0.01})
+    m = c.stages.mwer = recipe.train_stage(preset)
+    m.steps = 0
+    m.lr, m.schedule = m.lr * 0.1, {"kind": "constant"}   # our choice: a tenth of the training peak, held
     return c

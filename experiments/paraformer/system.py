@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from experiments.asr import data as asr_data
+from experiments.asr.recipe import TRAIN_STAGE
 from experiments.asr.training import (
     asr_system,
     augmented_features,
@@ -21,7 +22,11 @@ from experiments.asr.training import (
 )
 from experiments.paraformer import config as paraformer_config
 from jaxaudio.models import paraformer as paraformer_model
+from jaxaudio.nn.cnn import as_rngs
+from jaxaudio.objectives.mwer import mwer_loss
 from jaxaudio.train.system import Stage
+
+MWER_STAGE = "mwer"
 
 
 def model_config(config) -> paraformer_model.ParaformerConfig:
@@ -39,19 +44,43 @@ def build_model(config) -> paraformer_model.Paraformer:
     return paraformer_model.Paraformer(model_config(config), rngs=nnx.Rngs(config.seed))
 
 
-def loss_fn(config):
+def loss_fn(config, *, mwer: bool = False):
+    """The training loss (0.3 CTC + 0.7 CE + 1.0 quantity). With ``mwer``: ``config.mwer.base_weight``
+    times that, plus ``config.mwer.weight`` times the MWER loss of a first decoder pass with gradient
+    over the CIF embeddings (scaled to the target length, so the hypotheses differ in their tokens,
+    not their count; ``jaxaudio/objectives/mwer.py`` says which reading of the paper this is)."""
     def loss(model, batch, rng, teacher, step):
+        if mwer:
+            rng, k_mwer, k_mwer_drop = jax.random.split(rng, 3)
         k_aug, k_glance, k_drop = jax.random.split(rng, 3)
         feats, mask = augmented_features(config, batch, k_aug)
         out = model(feats, mask, batch["tokens"], batch["token_len"], train=True, rngs=k_drop, key=k_glance)
         parts = paraformer_model.paraformer_loss(out, batch["tokens"], batch["token_len"], model.cfg)
+        if mwer:
+            first = model.decoder(out["acoustic"], out["target_mask"], out["enc"], out["enc_mask"], train=True,
+                                  rngs=as_rngs(k_mwer_drop))
+            value, aux = mwer_loss(k_mwer, first, batch["token_len"], batch["tokens"], batch["token_len"],
+                                   n=int(config.mwer.hypotheses))
+            total = float(config.mwer.base_weight) * parts["loss"] + float(config.mwer.weight) * value
+            parts = {**parts, **aux, "base_loss": parts["loss"], "loss": total}
         return parts["loss"], {k: v for k, v in parts.items() if k != "loss"}
 
     return loss
 
 
 def stages(config, workdir: str) -> list[Stage]:
-    return train_stages(config, loss_fn(config))
+    out = train_stages(config, loss_fn(config))
+    if mwer_enabled(config):
+        out += train_stages(config, loss_fn(config, mwer=True), name=MWER_STAGE, init_from=TRAIN_STAGE)
+    return out
+
+
+def mwer_enabled(config) -> bool:
+    return int(config.stages.get(MWER_STAGE, {}).get("steps", 0)) > 0
+
+
+def final_stage(config) -> str:
+    return MWER_STAGE if mwer_enabled(config) else TRAIN_STAGE
 
 
 def decode(model, feats, mask) -> dict:
@@ -74,6 +103,35 @@ def frame_seconds(config) -> float:
     return 4 * fe.hop_length / fe.sample_rate
 
 
+def predictor(config, workdir: str):
+    """``--mode=predict`` (``jaxaudio/predict/asr.py``): greedy decoding as ``decode``, but with one
+    token slot per encoder frame (and CIF's tail frame) instead of ``data.max_tokens``, so a file
+    longer than the training utterances loses no token to a full buffer. CIF's weights are
+    sigmoids (at most 1 a frame), so a frame fires at most once and the slots always suffice; the
+    valid slots decode as ``decode``'s (the decoder masks the others and has no positions)."""
+    from experiments.asr import predictor as asr_predictor
+    from jaxaudio.nn.cif import cif_inference
+
+    def decode_every_token(model, feats, mask):
+        cfg = model.cfg
+        enc, enc_mask, alpha = model.encode(feats, mask, train=False)
+        acoustic, token_mask, token_num, fire = cif_inference(enc, alpha, enc_mask, enc.shape[1] + 1, cfg.threshold,
+                                                              cfg.tail_threshold)
+        logits = model.decoder(acoustic, token_mask, enc, enc_mask, train=False)
+        ids = jnp.where(token_mask, jnp.argmax(logits, axis=-1), 0).astype(jnp.int32)
+        return {"tokens": ids, "token_len": jnp.minimum(token_num, ids.shape[1]), "fire_frames": fire}
+
+    return asr_predictor.predictor(SYSTEM, config, workdir, decode_every_token, frame_seconds=frame_seconds(config))
+
+
+def inference_model(config, workdir: str, *, export: bool = True):
+    """``--mode=export``: zero-padded waveform -> token ids, token count and CIF fire frames
+    (``experiments/paraformer/export.py``; ``export=False``: the training-time graph)."""
+    from experiments.paraformer import export as paraformer_export
+
+    return paraformer_export.inference_model(config, workdir, export=export)
+
+
 SYSTEM = asr_system(
     name="paraformer",
     description="Paraformer non-autoregressive ASR: Conformer encoder, CIF predictor, glancing sampler, CTC + CE + "
@@ -82,5 +140,8 @@ SYSTEM = asr_system(
     presets=paraformer_config.PRESETS,
     build_model=build_model,
     stages=stages,
+    final_stage=final_stage,
     predict=predict,
+    inference_model=inference_model,
+    predictor=predictor,
 )

@@ -64,7 +64,8 @@ Choices FunASR leaves open, or where this module differs on purpose:
    alone (the encoder's and CIF's deliberate differences from FunASR are in their modules).
 8. ``fire_positions`` index encoder frames (4x subsampled: 40 ms at a 10 ms hop); a token fired by
    the inference tail frame has the position ``T'_b`` (the utterance's encoder length).
-9. No SpecAugment / CMVN here (data side), no MWER (not in FunASR), no CTC prefix beam search.
+9. No SpecAugment / CMVN here (data side), no CTC prefix beam search. MWER (not in FunASR) is
+   ``jaxaudio/objectives/mwer.py``, a fine-tuning stage of ``experiments/paraformer``.
 """
 from __future__ import annotations
 
@@ -259,7 +260,8 @@ class Paraformer(nnx.Module):
 
         key: the glancing sampler's randomness (no sampling without it). Returns a dict of
         ``ctc_logits``, ``enc_mask``, ``alpha`` (unscaled), ``target_mask``, ``first_pass_logits``
-        (gradient stopped), ``logits`` (pass 2), ``replaced`` (glanced positions), ``fire_positions``.
+        (gradient stopped), ``logits`` (pass 2), ``replaced`` (glanced positions), ``fire_positions``,
+        ``enc`` and ``acoustic`` (the CIF embeddings, for a first pass with gradient: MWER).
         """
         rngs = as_rngs(rngs)
         cfg = self.cfg
@@ -276,7 +278,8 @@ class Paraformer(nnx.Module):
             semantic, replaced = acoustic, jnp.zeros(target_mask.shape, bool)
         logits = self.decoder(semantic, target_mask, enc, enc_mask, train=train, rngs=rngs)
         return dict(ctc_logits=self.ctc(enc), enc_mask=enc_mask, alpha=alpha, target_mask=target_mask,
-                    first_pass_logits=first, logits=logits, replaced=replaced, fire_positions=fire_positions)
+                    first_pass_logits=first, logits=logits, replaced=replaced, fire_positions=fire_positions,
+                    enc=enc, acoustic=acoustic)
 
 
 def ctc_loss(logits: jax.Array, logit_mask: jax.Array, targets: jax.Array, target_lengths: jax.Array) -> jax.Array:

@@ -11,7 +11,7 @@ from experiments.ar_asr import system as ar_system
 from experiments.paraformer import system as paraformer_system
 from jaxaudio.data.tokenizer import SPECIALS
 
-SHARED = ("seed", "data", "model", "specaug", "speed_perturb", "batch", "stages", "eval", "mesh")
+SHARED = ("seed", "data", "model", "specaug", "speed_perturb", "batch", "eval", "mesh")
 
 
 def _config(name, preset):
@@ -30,6 +30,8 @@ def test_everything_but_the_decoder_is_paraformers(preset):
     ar, para = _config("ar_asr", preset), _config("paraformer", preset)
     for key in SHARED:
         assert _plain(ar[key]) == _plain(para[key]), key
+    assert _plain(ar.stages.train) == _plain(para.stages.train)
+    assert set(ar.stages) == {"train"} and set(para.stages) == {"train", "mwer"}   # MWER is Paraformer's
     a, p = ar_system.model_config(ar), paraformer_system.model_config(para)
     assert a.encoder == p.encoder
     assert (a.vocab_size, a.decoder_layers, a.decoder_heads, a.decoder_ffn, a.decoder_dropout, a.max_tokens,
