@@ -173,7 +173,7 @@ class ASRData:
     def train_batches(self, seed: int) -> BucketBatches:
         source = self.source("train")
         return BucketBatches(source, source.lengths, self.buckets(), seed=seed, shard_index=jax.process_index(),
-                             shard_count=jax.process_count())
+                             shard_count=jax.process_count(), speeds=tuple(self.config.speed_perturb))
 
 
 def compute_cmvn(config, data: ASRData) -> CMVNStats:

@@ -36,6 +36,13 @@ def _ratio(factor: float) -> Fraction:
     return Fraction(float(factor)).limit_denominator(100)
 
 
+def perturbed_length(samples: int, factor: float) -> int:
+    """The length ``speed_perturb`` gives ``samples`` samples: round(samples / factor), halves up."""
+    ratio = _ratio(factor)
+    up, down = ratio.denominator, ratio.numerator
+    return (2 * int(samples) * up + down) // (2 * down)
+
+
 def speed_perturb(wave: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
     """`wave` (..., n) played `factor` times faster at the same `sample_rate`: (..., round(n / factor)).
 
@@ -50,8 +57,7 @@ def speed_perturb(wave: np.ndarray, factor: float, sample_rate: int) -> np.ndarr
     if ratio == 1:
         return wave.astype(dtype, copy=True)
     up, down = ratio.denominator, ratio.numerator  # new rate / old rate = 1 / factor
-    n = wave.shape[-1]
-    out_len = (2 * n * up + down) // (2 * down)  # round(n * up / down), halves up, exactly
+    out_len = perturbed_length(wave.shape[-1], factor)
     y = resample_poly(wave.astype(np.float64), up, down, axis=-1)
     return y[..., :out_len].astype(dtype)
 
@@ -68,4 +74,4 @@ def choose_speed(seed: int | np.random.Generator, epoch: int = 0, index: int = 0
     return float(factors[int(rng.integers(len(factors)))])
 
 
-__all__: Sequence[str] = ["SPEEDS", "speed_perturb", "choose_speed"]
+__all__: Sequence[str] = ["SPEEDS", "perturbed_length", "speed_perturb", "choose_speed"]

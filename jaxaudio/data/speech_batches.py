@@ -11,6 +11,11 @@ lengths that holds it, with a batch size per bucket, so the step compiles once p
 Every process computes the same epoch order (``speech.bucket_batches``, seeded per epoch) and
 takes its own rows of each batch, so multi-host data parallelism sees disjoint shards of the same
 batches; ``get_state`` / ``set_state`` (epoch, position) resume exactly.
+
+Speed perturbation (``speeds``, e.g. FunASR's 0.9 / 1.0 / 1.1) draws each utterance's factor per
+epoch as a pure function of (seed, epoch, index) (``jaxaudio.audio.speed_perturb.choose_speed``),
+so every host and a resumed run perturb alike; the bucket of an utterance is chosen by its
+perturbed length.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from jaxaudio.audio.io import read_audio
+from jaxaudio.audio.speed_perturb import choose_speed, perturbed_length, speed_perturb
 from jaxaudio.data.source import padding_from_spec
 from jaxaudio.data.speech import Buckets, Utterance, bucket_batches
 from jaxaudio.errors import AudioFileError, CheckpointError, ConfigError
@@ -88,8 +94,11 @@ class SpeechSource:
             self._cache[index] = wave
         return wave
 
-    def item(self, index: int, samples: int) -> dict:
+    def item(self, index: int, samples: int, speed: float = 1.0) -> dict:
+        """Utterance ``index`` padded to ``samples``, played ``speed`` times faster (speed perturbation)."""
         wave = self.audio(index)
+        if speed != 1.0:
+            wave = speed_perturb(wave, speed, self.sample_rate)
         if len(wave) > samples:
             raise AudioFileError(self.utterances[index].path,
                                  f"{len(wave)} samples, longer than the bucket of {samples}")
@@ -123,22 +132,33 @@ class BucketBatches:
     """
 
     def __init__(self, source: SpeechSource, lengths: Sequence[int], buckets: Buckets, *, seed: int,
-                 shard_index: int = 0, shard_count: int = 1):
+                 shard_index: int = 0, shard_count: int = 1, speeds: Sequence[float] = ()):
         for size in buckets.batch_sizes:
             if size % shard_count:
                 raise ConfigError(f"bucket batch size {size} is not divisible by the {shard_count} processes")
         self.source, self.lengths, self.buckets = source, np.asarray(lengths), buckets
         self.seed, self.shard_index, self.shard_count = int(seed), int(shard_index), int(shard_count)
+        self.speeds = tuple(float(f) for f in speeds)
+        self._speeds_of_epoch = None
         self.epoch, self.position = 0, 0
         names = [u.path for u in source.utterances]
         self._order = self._epoch_order(0, names)  # warns once about utterances no bucket holds
         if not self._order:
             raise ConfigError(f"no training batch: {len(source)} utterances fill no bucket of {buckets}")
 
+    def epoch_speeds(self, epoch: int) -> np.ndarray:
+        """Each utterance's speed factor in ``epoch`` (all 1 without speed perturbation)."""
+        if not self.speeds:
+            return np.ones(len(self.lengths))
+        return np.asarray([choose_speed(self.seed, epoch, i, self.speeds) for i in range(len(self.lengths))])
+
     def _epoch_order(self, epoch: int, names=()) -> list:
         # an epoch's seed from (run seed, epoch): a resumed run rebuilds the same order
         seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-        return bucket_batches(self.lengths, self.buckets, seed=seed, names=names, unit="samples", warn=epoch == 0)
+        self._speeds_of_epoch = self.epoch_speeds(epoch)
+        lengths = self.lengths if not self.speeds else np.asarray(
+            [perturbed_length(n, f) for n, f in zip(self.lengths, self._speeds_of_epoch)])
+        return bucket_batches(lengths, self.buckets, seed=seed, names=names, unit="samples", warn=epoch == 0)
 
     def __iter__(self):
         return self
@@ -154,7 +174,7 @@ class BucketBatches:
         local = len(rows) // self.shard_count
         mine = rows[self.shard_index * local:(self.shard_index + 1) * local]
         samples = self.buckets.frames[bucket]
-        return stack([self.source.item(int(i), samples) for i in mine])
+        return stack([self.source.item(int(i), samples, float(self._speeds_of_epoch[i])) for i in mine])
 
     def get_state(self) -> dict:
         return {"config": self._config(), "epoch": self.epoch, "position": self.position}
@@ -162,7 +182,7 @@ class BucketBatches:
     def _config(self) -> dict:
         return {"seed": self.seed, "size": len(self.source), "buckets": [list(self.buckets.frames),
                                                                           list(self.buckets.batch_sizes)],
-                "shard_index": self.shard_index, "shard_count": self.shard_count}
+                "shard_index": self.shard_index, "shard_count": self.shard_count, "speeds": list(self.speeds)}
 
     def set_state(self, state: dict) -> None:
         if state.get("config") != self._config():

@@ -99,3 +99,33 @@ def test_resume_continues_the_same_batches(utterances):
     other = _batches(utterances, shard_index=0, shard_count=2)[0]
     with pytest.raises(CheckpointError, match="cannot resume"):
         other.set_state(state)
+
+
+def test_speed_perturbation_per_epoch(utterances):
+    """Each row is its file played at the epoch's drawn speed (scipy's resample_poly as the
+    reference), bucketed by its perturbed length; a resumed iterator perturbs alike."""
+    from scipy.signal import resample_poly
+
+    from jaxaudio.audio.io import read_audio
+
+    it, lengths, buckets = _batches(utterances, speeds=(0.9, 1.0, 1.1))
+    speeds = it.epoch_speeds(0)
+    assert set(speeds) == {0.9, 1.0, 1.1}
+    assert np.array_equal(speeds, _batches(utterances, speeds=(0.9, 1.0, 1.1))[0].epoch_speeds(0))
+    assert not np.array_equal(speeds, it.epoch_speeds(1))   # drawn again each epoch
+    batch = next(it)
+    width = batch["audio"].shape[1]
+    for row, (i, n) in enumerate(zip(batch["index"], batch["audio_len"])):
+        up, down = {0.9: (10, 9), 1.0: (1, 1), 1.1: (10, 11)}[float(speeds[i])]
+        want = resample_poly(read_audio(utterances[i].path, SR).astype(np.float64), up, down)
+        want = want[:int(np.floor(lengths[i] * up / down + 0.5))]
+        assert n == len(want) and buckets.frames[buckets.index(int(n))] == width
+        np.testing.assert_allclose(batch["audio"][row, :n], want, atol=1e-6)
+    state = it.get_state()
+    expected = [next(it)["audio"] for _ in range(3)]
+    again = _batches(utterances, speeds=(0.9, 1.0, 1.1))[0]
+    again.set_state(state)
+    for a, b in zip([next(again)["audio"] for _ in range(3)], expected):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        _batches(utterances)[0].set_state(state)   # saved with speed perturbation, resumed without
