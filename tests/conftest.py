@@ -30,10 +30,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # Tests that share the session's smoke-trained workdirs (tests/experiments/conftest.py: each
 # system trained once per process that asks for it) stay on one worker per task: the SED systems
 # (PMAM, MAT-SED and the CRNN, which several modules use together) on one, the other tasks'
-# systems (GeCo and the autoencoder, which share their data; the scene distillation) on the
-# other, so the two sets train side by side.
+# systems (GeCo and the autoencoder, which share their data; the scene distillation; the two
+# speech recognisers, which share their corpus) on the other, so the two sets train side by side.
+# Their slowest tests in a full run: about 430 s (SED) and 490 s (the others); with the two
+# recognisers (~190 s) among the SED systems it was about 620 s against 300.
 SHARED_RUNS_DIR = "tests/experiments/"
-OTHER_TASK_SYSTEMS = ("geco", "asd_ae", "rsic_kd")
+OTHER_TASK_SYSTEMS = ("geco", "asd_ae", "rsic_kd", "paraformer", "ar_asr")
+OTHER_TASK_MODULES = ("test_geco", "test_asd", "test_rsic", "test_asr", "test_paraformer", "test_ar_asr")
 
 
 def uses_shared_runs(module_path: str) -> bool:
@@ -55,7 +58,7 @@ def shared_runs_scope(nodeid: str) -> str:
         return path
     module = path.rsplit("/", 1)[-1]
     params = nodeid.rsplit("[", 1)[-1].rstrip("]") if nodeid.endswith("]") else ""
-    asd = module.startswith(("test_geco", "test_asd", "test_rsic")) or params in OTHER_TASK_SYSTEMS
+    asd = module.startswith(OTHER_TASK_MODULES) or params in OTHER_TASK_SYSTEMS
     return SHARED_RUNS_DIR + ("asd" if asd else "sed")
 
 

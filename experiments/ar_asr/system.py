@@ -5,12 +5,14 @@ features and the training stage are shared with Paraformer (``experiments/asr``)
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 from flax import nnx
 
 from experiments.ar_asr import config as ar_config
-from experiments.asr.training import asr_system, augmented_features, encoder_config, eval_features, train_stages, \
-    vocab_size
+from experiments.asr.training import asr_system, augmented_features, encoder_config, eval_features, \
+    frame_seconds, train_stages, vocab_size
 from jaxaudio.models import ar_asr
 from jaxaudio.train.system import Stage
 
@@ -62,6 +64,16 @@ def predict(config):
     return fn
 
 
+def predictor(config, workdir: str):
+    """``--mode=predict`` (``jaxaudio/predict/asr.py``): the evaluator's decoding (beam search of
+    ``config.decode.beam``, ``data.max_tokens`` slots). No CIF, so no fire frames and no token times
+    (``token_times`` is null); ``frame_seconds`` (one encoder frame) is only recorded in the summary."""
+    from experiments.asr import predictor as asr_predictor
+
+    return asr_predictor.predictor(SYSTEM, config, workdir, functools.partial(decode, beam=int(config.decode.beam)),
+                                   frame_seconds=frame_seconds(config))
+
+
 SYSTEM = asr_system(
     name="ar_asr",
     description="Autoregressive ASR baseline: Paraformer's Conformer encoder, causal Transformer decoder, joint CTC, "
@@ -71,4 +83,5 @@ SYSTEM = asr_system(
     build_model=build_model,
     stages=stages,
     predict=predict,
+    predictor=predictor,
 )

@@ -38,6 +38,12 @@ def eval_features(config, batch):
     return asr_data.device_features(config, batch["audio"], batch["audio_len"])
 
 
+def frame_seconds(config) -> float:
+    """Seconds per encoder frame: the fbank hop times the ÷4 subsampling."""
+    fe = asr_data.frontend_config(config)
+    return 4 * fe.hop_length / fe.sample_rate
+
+
 def train_stages(config, loss, *, name: str = TRAIN_STAGE, **fields) -> list[Stage]:
     """A training stage over the length buckets, validated by dev CER (``fields``: e.g. init_from)."""
     asr_data.finalize(config)   # a no-op after run.py's; a Trainer built directly needs tokens and CMVN too

@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from experiments.asr import data as asr_data
 from experiments.asr.recipe import TRAIN_STAGE
 from experiments.asr.training import (
     asr_system,
     augmented_features,
     encoder_config,
     eval_features,
+    frame_seconds,
     train_stages,
     vocab_size,
 )
@@ -95,12 +95,6 @@ def predict(config):
         return decode(model, *eval_features(config, batch))
 
     return fn
-
-
-def frame_seconds(config) -> float:
-    """Seconds per encoder frame: the fbank hop times the ÷4 subsampling."""
-    fe = asr_data.frontend_config(config)
-    return 4 * fe.hop_length / fe.sample_rate
 
 
 def predictor(config, workdir: str):

@@ -315,8 +315,9 @@ def predict_files(
         "settings": {"sample_rate": sr, "batch_size": predictor.batch_size, "max_seconds": max_seconds,
                      "bucket_seconds": bucket_seconds, "min_seconds": min_seconds,
                      "frame_seconds": predictor.frame_seconds, "trained_seconds": predictor.trained_seconds,
-                     "token_times": "end = (fire_frame + 1) * frame_seconds, start = the previous token's end "
-                                    "(0 for the first), clipped to the duration"},
+                     "token_times": None if rows and all(r["token_times"] is None for r in rows) else
+                     "end = (fire_frame + 1) * frame_seconds, start = the previous token's end "
+                     "(0 for the first), clipped to the duration"},
     }
     outputs.write_json(summary_path, summary)
     log = logger.warning if failed else logger.info

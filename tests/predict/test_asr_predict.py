@@ -1,7 +1,8 @@
-"""ASR ``predict_files``: the token-time rule on hand-made fire frames, the driver against a fake
-model whose ids and fire frames follow from each row's length, and the trained Paraformer (a
-1-step smoke run on a hand-made corpus) end to end: transcripts equal to the evaluation's, fire
-frames equal to the System's own decode, and the run.py command line."""
+"""ASR ``predict_files`` without a trained model: the token-time rule on hand-made fire frames, the
+buckets, and the driver against a fake model whose ids and fire frames follow from each row's
+length. The smoke-trained Paraformer and autoregressive baseline end to end (transcripts equal to
+their evaluation's, fire frames equal to the System's own decode, the run.py command line) are
+tests/experiments/test_asr_predict.py, on the session's shared runs."""
 import csv
 import json
 import logging
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxaudio.audio.io import read_audio, resample
+from jaxaudio.audio.io import read_audio
 from jaxaudio.data.tokenizer import SPECIALS, CharTokenizer
 from jaxaudio.errors import ConfigError
 from jaxaudio.predict.asr import ASRPredictor, bucket_samples, predict_files, token_times
@@ -166,9 +167,10 @@ def test_a_full_token_buffer_gets_a_note_and_models_without_fire_frames_no_times
 
     plain = ASRPredictor(transcribe=no_fire, batch_size=BATCH, sample_rate=SR, frame_seconds=FRAME_S,
                          tokens=TOKENIZER.tokens, special_ids=frozenset(range(4)))   # default decode: joined tokens
-    predict_files(plain, [str(tmp_path / "in")], str(tmp_path / "plain"), progress=False)
+    summary = predict_files(plain, [str(tmp_path / "in")], str(tmp_path / "plain"), progress=False)
     [row] = _read_outputs(tmp_path / "plain")[1]
     assert row["token_times"] is None and row["text"] == "".join(row["tokens"]) != ""
+    assert summary["settings"]["token_times"] is None   # no rule is claimed for times that were not made
 
 
 def test_wiring_errors_and_bad_options_raise(tmp_path):
@@ -181,125 +183,3 @@ def test_wiring_errors_and_bad_options_raise(tmp_path):
         predict_files(wrong, [str(tmp_path / "in")], str(tmp_path / "out"), max_seconds=0, progress=False)
     with pytest.raises(ValueError, match="frame_seconds"):
         ASRPredictor(transcribe=None, batch_size=BATCH, sample_rate=SR, frame_seconds=0.0, tokens=("a",))
-
-
-# -------------------------------------------------------------- the trained Paraformer
-
-TEXTS = ("12", "345", "6789", "21", "98", "4567")
-
-
-def _corpus(root: Path) -> Path:
-    """Manifests of tones in noise, 0.8-1.55 s, digit texts: a corpus without espeak."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "dev", "test"):
-        rows = []
-        for i in range(8):
-            t = np.arange(int((0.8 + 0.15 * (i % 6)) * SR)) / SR
-            wave = 0.1 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.02 * rng.standard_normal(t.shape)
-            _wav(root / f"wav/{split}/u{i}.wav", wave.astype(np.float32))
-            rows.append({"path": f"wav/{split}/u{i}.wav", "text": TEXTS[i % len(TEXTS)], "speaker": f"s{i % 2}"})
-        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
-
-
-@pytest.fixture(scope="module")
-def paraformer_run(tmp_path_factory):
-    """The smoke Paraformer trained 1 step at a vanishing rate (seed 3: its untrained decoder emits
-    varied digits and some specials, so transcripts are not empty) and evaluated, in a workdir
-    predict reads like a user's."""
-    from experiments import registry
-    from jaxaudio.train import run_record
-    from jaxaudio.train.trainer import Trainer
-
-    base = tmp_path_factory.mktemp("asr_predict")
-    system = registry.load("paraformer")
-    config = registry.load_config("paraformer", "smoke")
-    config.data.data_dir = str(_corpus(base / "corpus"))
-    config.data.buckets_s = (2.0,)
-    config.seed = 3
-    t = config.stages.train
-    t.steps, t.lr, t.select = 1, 1e-9, "last"
-    system.finalize_config(config)
-    workdir = str(base / "workdir")
-    run_record.save(workdir, "paraformer", "smoke", config)
-    Trainer(system, config, workdir).run()
-    return system, config, workdir, base
-
-
-def _evaluated(workdir: str) -> dict:
-    with open(Path(workdir) / "evaluation/dev_student_transcripts.tsv", newline="", encoding="utf-8") as f:
-        return {r["path"]: r["hypothesis"] for r in csv.DictReader(f, delimiter="\t")}
-
-
-def test_trained_paraformer_transcribes_as_the_evaluator(paraformer_run, tmp_path):
-    from experiments.asr import data as asr_data
-    from experiments.paraformer.system import frame_seconds
-    from jaxaudio.train.trainer import batch_predictor
-
-    system, config, workdir, base = paraformer_run
-    dev = sorted(str(p) for p in (base / "corpus/wav/dev").glob("*.wav"))
-    original = read_audio(dev[0], SR)
-    at_44k = _wav(tmp_path / "in/u0_44k.wav", resample(original, SR, 44100), rate=44100)
-    as_read = _wav(tmp_path / "in/u0_as_read.wav", read_audio(at_44k, SR))   # what the reader makes of it
-    (tmp_path / "in/broken.flac").write_bytes(b"fLaC but not really")
-    predictor, source = system.predictor(config, workdir)
-    assert "train student, step 1" in source
-    summary = predict_files(predictor, [*dev, str(tmp_path / "in")], str(tmp_path / "out"), progress=False)
-    assert [(Path(f["path"]).name, "unreadable" in f["error"]) for f in summary["failed"]] == [("broken.flac", True)]
-    assert summary["written"] == len(dev) + 2
-
-    rows = {r["file"]: r for r in _read_outputs(tmp_path / "out")[1]}
-    hypotheses = _evaluated(workdir)
-    assert sorted(hypotheses) == dev and all(hypotheses.values())   # not a trivially empty comparison
-    assert {p: rows[p]["text"] for p in dev} == hypotheses          # the evaluation's own transcripts
-    assert rows[str(at_44k)]["text"] == rows[str(as_read)]["text"] != ""
-    assert rows[str(at_44k)]["duration_s"] == pytest.approx(len(original) / SR, abs=1 / 44100)
-
-    # fire frames and ids as the System's own decode (the evaluator's predict, max_tokens slots)
-    samples = asr_data.ASRData(config).source("dev").samples
-    audio, lengths = np.zeros((len(dev), samples), np.float32), np.zeros(len(dev), np.int32)
-    for i, path in enumerate(dev):
-        wave = read_audio(path, SR)
-        audio[i, :len(wave)], lengths[i] = wave, len(wave)
-    predict_batch, _ = batch_predictor(system, config, workdir)
-    out = predict_batch(audio, audio_len=lengths)
-    fs = frame_seconds(config)
-    assert fs == FRAME_S
-    for i, path in enumerate(dev):
-        n = int(out["token_len"][i])
-        ids, fire = out["tokens"][i, :n].tolist(), out["fire_frames"][i, :n].tolist()
-        row = rows[path]
-        assert row["text"] == predictor.decode(ids)
-        kept = [k for k, t in enumerate(ids) if t >= len(SPECIALS)]
-        assert row["tokens"] == [predictor.tokens[ids[k]] for k in kept]
-        expected = token_times(fire, fs, row["duration_s"])
-        assert row["token_times"] == [expected[k] for k in kept]
-        ends = [e for _, e in row["token_times"]]
-        assert ends == sorted(ends) and ends[-1] <= row["duration_s"]
-        for k, (start, end) in zip(kept, row["token_times"]):
-            assert end == pytest.approx(min((fire[k] + 1) * fs, row["duration_s"]))
-
-
-def test_run_py_predict_writes_transcripts_and_names_the_refused_file(paraformer_run, tmp_path, capsys):
-    from experiments.run import main
-
-    _, _, workdir, base = paraformer_run
-    wave = read_audio(base / "corpus/wav/dev/u3.wav", SR)
-    _wav(tmp_path / "in/ok.wav", wave)
-    _wav(tmp_path / "in/long.wav", np.tile(wave, 4))   # 4.4 s, over the 3-s cap below
-    out = tmp_path / "out"
-    rc = main(["--exp=paraformer", "--mode=predict", "--workdir", workdir, "--input", str(tmp_path / "in"),
-               "--out", str(out), "--max_seconds", "3"])
-    captured = capsys.readouterr()
-    assert rc == 1, captured.err   # a refused file fails the command, the rest are still written
-    summary = json.loads(captured.out)
-    assert summary["files"] == 2 and summary["written"] == 1 and summary["out_dir"] == str(out)
-    [refused] = summary["failed"]
-    assert refused["path"].endswith("long.wav") and "longer than the 3-s cap" in refused["error"]
-    tsv, jsonl = _read_outputs(out)
-    assert [Path(r["file"]).name for r in tsv] == ["ok.wav"]
-    assert jsonl[0]["text"] == _evaluated(workdir)[str(base / "corpus/wav/dev/u3.wav")]
-
-    assert main(["--exp=paraformer", "--mode=predict", "--workdir", workdir, "--input", str(tmp_path / "in"),
-                 "--max_seconds", "-1"]) == 2
-    assert "--max_seconds must be a positive number" in capsys.readouterr().err
