@@ -11,11 +11,11 @@ import os
 import time
 from typing import Iterable, Sequence
 
-from jaxaudio.export.model import (ANOMALY_SCORE, CLASS_PROBS, CLIP_PROBS, FRAME_PROBS, INPUT_NAME, KINDS,
+from jaxaudio.export.model import (ANOMALY_SCORE, CLASS_PROBS, CLIP_PROBS, FRAME_PROBS, INPUT_NAME, INTEGERS, KINDS,
                                    TOKEN_IDS, HeldOut, InferenceModel, Output)
 from jaxaudio.export.tflite import FORMATS, parse_formats
 
-__all__ = ["ANOMALY_SCORE", "CLASS_PROBS", "CLIP_PROBS", "FORMATS", "FRAME_PROBS", "INPUT_NAME", "KINDS",
+__all__ = ["ANOMALY_SCORE", "CLASS_PROBS", "CLIP_PROBS", "FORMATS", "FRAME_PROBS", "INPUT_NAME", "INTEGERS", "KINDS",
            "TOKEN_IDS", "HeldOut", "InferenceModel", "Output", "export_model", "export_workdir", "parse_formats"]
 
 

@@ -14,9 +14,11 @@ Output kinds, and what verification reports for each:
   ANOMALY_SCORE  (batch,) or (batch, ...) float scores; larger is more anomalous. With ``labels``,
                  the last axis holds one score per label (e.g. per machine ID: a device reads its own).
   TOKEN_IDS      (batch, tokens) integer ids (a greedy decode); ``labels`` is the vocabulary.
+  INTEGERS       (batch,) or (batch, ...) integers that are not token ids: counts, frame indices
+                 (an ASR model's token count and fire frames).
 
 Probability kinds get max/mean absolute error and the agreement of decisions at 0.5; scores
-get the errors; token ids get the exact-match rate. Nothing in this file imports TensorFlow.
+get the errors; token ids and integers get the exact-match rate. Nothing in this file imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -30,12 +32,12 @@ import numpy as np
 from jaxaudio.audio.features import FRONTEND_SCOPE
 from jaxaudio.errors import ExportError
 
-FRAME_PROBS, CLIP_PROBS, ANOMALY_SCORE, TOKEN_IDS, CLASS_PROBS = (
-    "frame_probs", "clip_probs", "anomaly_score", "token_ids", "class_probs")
-KINDS = (FRAME_PROBS, CLIP_PROBS, ANOMALY_SCORE, TOKEN_IDS, CLASS_PROBS)
+FRAME_PROBS, CLIP_PROBS, ANOMALY_SCORE, TOKEN_IDS, CLASS_PROBS, INTEGERS = (
+    "frame_probs", "clip_probs", "anomaly_score", "token_ids", "class_probs", "integers")
+KINDS = (FRAME_PROBS, CLIP_PROBS, ANOMALY_SCORE, TOKEN_IDS, CLASS_PROBS, INTEGERS)
 PROBABILITY_KINDS = (FRAME_PROBS, CLIP_PROBS, CLASS_PROBS)  # compared by decisions at 0.5 too
 FLOAT_KINDS = PROBABILITY_KINDS + (ANOMALY_SCORE,)
-INTEGER_KINDS = (TOKEN_IDS,)
+INTEGER_KINDS = (TOKEN_IDS, INTEGERS)  # compared by exact match
 # Kinds whose last axis is one per label, so ``labels`` (when given) must match its size.
 LABELLED_AXIS_KINDS = (FRAME_PROBS, CLIP_PROBS, CLASS_PROBS, ANOMALY_SCORE)
 # Kinds whose arrays have a fixed rank: (batch, frames, classes) and (batch, classes).
@@ -134,6 +136,13 @@ class InferenceModel:
       inputs are already features), nothing is pulled into float.
     float_scopes: further named scopes whose own ops ``int8`` keeps in float (their inputs are
       not pulled along), e.g. ``nn.activations.EXACT_GELU_SCOPE``.
+    float_range_limit: ``int8`` also keeps in float every op that reads or writes a tensor whose
+      calibrated range reaches beyond ``+-float_range_limit``, and the ops that produce that op's
+      inputs; None (default): no such rule. Why: 8 bits over such a range round every ordinary
+      value to one level. Padding masks make such tensors: attention logits filled with the
+      lowest float32 on masked keys (``nn.attention``), whose int8 SELECT shares its one scale
+      with the logits it reads (hence the producers), and ``1/sqrt(eps)`` of a LayerNorm over an
+      all-zero padded row (1e6 at eps 1e-12).
     per_channel_dense: ``int8`` gives dense (fully connected) weights one scale per output
       channel; False: one per tensor. Convolutions stay per channel. Each per-channel scale and
       zero point costs 12 bytes, which for a Transformer of width 64 is an eighth of its int8 file.
@@ -154,6 +163,7 @@ class InferenceModel:
     held_out: Optional[Callable[[int], HeldOut]] = None
     frontend_scope: str = FRONTEND_SCOPE
     float_scopes: tuple[str, ...] = ()
+    float_range_limit: Optional[float] = None
     per_channel_dense: bool = True
     source: str = ""
     higher_is_better: bool = True
@@ -177,6 +187,9 @@ class InferenceModel:
             raise ExportError(f"{self.name}: output name(s) {repeated} declared more than once")
         object.__setattr__(self, "outputs", outputs)
         object.__setattr__(self, "float_scopes", tuple(self.float_scopes))
+        if self.float_range_limit is not None and not float(self.float_range_limit) > 0:
+            raise ExportError(f"{self.name}: float_range_limit={self.float_range_limit!r}; expected a positive "
+                              "magnitude or None")
         object.__setattr__(self, "report_metrics", tuple(self.report_metrics))
         object.__setattr__(self, "references", tuple(self.references))
         for ref in self.references:
@@ -208,7 +221,7 @@ class InferenceModel:
         """Trace ``fn`` once (no compute) and check its outputs against the declared ones.
 
         Raises ExportError naming any missing or undeclared output, a wrong dtype (float for
-        probabilities and scores, integer for token ids), rank, frame count or label count.
+        probabilities and scores, integer for token ids and integers), rank, frame count or label count.
         Returns ``{name: ShapeDtypeStruct}`` at batch 1.
         """
         try:

@@ -12,7 +12,9 @@ Formats (float outputs in every variant; integer outputs, such as token ids, sta
                 training examples, then every op whose output tensor carries the front end's
                 ``jax.named_scope``, and every op upstream of one, is denylisted from
                 quantization (an int8 waveform or log-mel loses the quiet clips and bands
-                that the dB scale is there to keep); DIV ops stay float too (``FLOAT_OPS``).
+                that the dB scale is there to keep); DIV ops stay float too (``FLOAT_OPS``), and
+                so do the model's ``float_scopes`` and, with ``float_range_limit``, the ops
+                around tensors whose calibrated range 8 bits cannot resolve.
                 Loops (WHILE) are calibrated and quantized like the main graph.
 
 TensorFlow is imported only inside these functions, so ``jaxaudio.export`` imports without
@@ -219,6 +221,41 @@ def op_output_names(model_bytes: bytes, op_names: Iterable[str]) -> list[str]:
             for i in op["outputs"] if i in tensors]
 
 
+def wide_range_tensor_names(model_bytes: bytes, limit: float) -> list[str]:
+    """Output tensor names of the ops of a calibrated model that read or write a tensor whose
+    calibrated range reaches beyond ``+-limit``, and of the ops producing those ops' inputs
+    (``InferenceModel.float_range_limit``). Every subgraph counts (loop bodies too)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    flat = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    names = []
+    for graph in flat.subgraphs:
+        tensors = graph.tensors or []
+
+        def wide(i: int) -> bool:
+            q = tensors[i].quantization if 0 <= i < len(tensors) else None
+            if q is None or q.min is None or q.max is None or len(q.min) == 0:
+                return False
+            return max(abs(float(np.min(q.min))), abs(float(np.max(q.max)))) > limit
+
+        operators = graph.operators or []
+        producer = {int(i): op for op in operators for i in (op.outputs if op.outputs is not None else [])}
+        keep = []
+        for op in operators:
+            ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+            outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+            if any(wide(i) for i in ins + outs):
+                keep.append(op)
+                keep.extend(producer[i] for i in ins if i in producer)
+        for op in keep:
+            for i in op.outputs:
+                name = tensors[int(i)].name
+                name = name.decode() if isinstance(name, bytes) else name
+                if name and name not in names:
+                    names.append(name)
+    return names
+
+
 def convert(model: InferenceModel, fmt: str, calibration: Optional[np.ndarray] = None, *,
             keep_names: bool = False) -> bytes:
     """The ``.tflite`` bytes of ``model`` in ``fmt``; ``calibration`` (n, *input_shape) for int8.
@@ -262,6 +299,8 @@ def _convert_format(model: InferenceModel, fmt: str, calibration: Optional[np.nd
     keep_float += op_output_names(calibrated, FLOAT_OPS)
     for scope in model.float_scopes:
         keep_float += scoped_tensor_names(calibrated, scope)
+    if model.float_range_limit is not None:
+        keep_float += wide_range_tensor_names(calibrated, float(model.float_range_limit))
     from tensorflow.lite.python import convert as tflite_convert
     try:
         return tflite_convert.mlir_quantize(calibrated, denylisted_nodes=keep_float,

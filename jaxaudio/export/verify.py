@@ -3,8 +3,9 @@
 Every declared output is compared by name, read through the model's signature. Why each figure:
 max/mean absolute error says how far a probability or score moved; the agreement of decisions at
 0.5 (probability kinds) says how often a deployed detector or classifier would decide differently;
-the exact-match rate (token ids) says how often a decoded sequence changed at all; the system's own
-metric (``HeldOut.score``: PSDS1, AUC, accuracy, CER ...) says whether what the model is for survived.
+the exact-match rate (token ids, integers) says how often a decoded sequence (or a token count)
+changed at all; the system's own metric (``HeldOut.score``: PSDS1, AUC, accuracy, CER ...) says
+whether what the model is for survived.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Optional
 import numpy as np
 
 from jaxaudio.errors import ExportError
-from jaxaudio.export.model import FLOAT_KINDS, INPUT_NAME, PROBABILITY_KINDS, TOKEN_IDS, HeldOut, InferenceModel
+from jaxaudio.export.model import (FLOAT_KINDS, INPUT_NAME, INTEGER_KINDS, PROBABILITY_KINDS, TOKEN_IDS, HeldOut,
+                                   InferenceModel)
 from jaxaudio.export.tflite import SIGNATURE_KEY, check_signature, require_toolchain
 
 
@@ -40,7 +42,8 @@ def compare(model: InferenceModel, reference: dict[str, np.ndarray], candidate: 
             threshold: float = 0.5) -> dict:
     """Errors of ``candidate`` against ``reference``, per declared output.
 
-    ``{"outputs": {name: {max_abs, mean_abs[, decision_agreement][, exact_match, token_agreement]}},
+    ``{"outputs": {name: {max_abs, mean_abs[, decision_agreement][, exact_match, token_agreement (token ids)
+    or value_agreement (integers)]}},
     "max_abs": worst max_abs over float outputs, "agreement": worst decision agreement or exact-match
     rate over all outputs (1.0 when no output has one)}``.
     """
@@ -57,10 +60,10 @@ def compare(model: InferenceModel, reference: dict[str, np.ndarray], candidate: 
             row["mean_abs"] = float(diff.mean()) if diff.size else 0.0
         if out.kind in PROBABILITY_KINDS:
             row["decision_agreement"] = float(np.mean((got > threshold) == (want > threshold)))
-        if out.kind == TOKEN_IDS:
+        if out.kind in INTEGER_KINDS:
             same = got == want
             row["exact_match"] = float(np.mean(same.reshape(len(same), -1).all(axis=1)))
-            row["token_agreement"] = float(np.mean(same))
+            row["token_agreement" if out.kind == TOKEN_IDS else "value_agreement"] = float(np.mean(same))
         per_output[out.name] = row
     max_abs = [row["max_abs"] for row in per_output.values() if "max_abs" in row]
     agreement = [row[key] for row in per_output.values() for key in ("decision_agreement", "exact_match")
