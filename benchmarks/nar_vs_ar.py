@@ -4,7 +4,8 @@ baseline on the same encoder sizes, data and schedule (``--exp=paraformer`` vs `
 For two trained workdirs, on the test split both were evaluated on (the built-in corpus's held-out
 voices, or the user's AISHELL-1 test set):
   CER                 every test utterance, batch 16: Paraformer greedy (one decoder pass), the AR
-                      baseline with beam 1 (greedy) and beam 5 (length-normalised beam search);
+                      baseline with beam 1 (greedy) and beam 5 (length-normalised beam search),
+                      both joint CTC / attention with the AR run's ``decode.ctc_weight``;
   time per utterance  batch 1 and batch 16, each the median over ``--repeats`` passes over the same
                       ``--utterances``, the methods interleaved within every repeat (so load from
                       other processes hits all alike), compile time reported apart. "recognise" is
@@ -64,9 +65,10 @@ def recognisers(para, ar) -> dict:
     (_, p_config, p_model), (_, a_config, a_model) = para, ar
     out = {"paraformer": (jax.jit(lambda a, n: paraformer_system.decode(
         p_model, *eval_features(p_config, {"audio": a, "audio_len": n}))), encoder_only(p_config, p_model), p_config)}
+    ctc_weight = ar_system.decode_ctc_weight(a_config)   # the run's decode.ctc_weight (0: attention only)
     for beam in (1, 5):
         out[f"ar_beam{beam}"] = (jax.jit(lambda a, n, beam=beam: ar_system.decode(
-            a_model, *eval_features(a_config, {"audio": a, "audio_len": n}), beam=beam)),
+            a_model, *eval_features(a_config, {"audio": a, "audio_len": n}), beam=beam, ctc_weight=ctc_weight)),
             encoder_only(a_config, a_model), a_config)
     return out
 

@@ -24,6 +24,17 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     # ESPnet's AISHELL-1 decoding uses 10 (our reading of its decode config, not pinned)
     d.beam = 10
     d.length_penalty = 0.0
+    # joint CTC / attention decoding (ar_asr.beam_search): ESPnet egs2/aishell/asr1
+    # conf/decode_asr_transformer.yaml, the decode config its run.sh (and FunASR's
+    # egs/aishell/conformer/run.sh) pairs with train_asr_conformer.yaml: beam_size 10, ctc_weight 0.5
+    # (with lm_weight 0.7; we decode without an LM). Read in a fork's copy (guoyifan97/espnet), not
+    # pinned to upstream; upstream's README decodes its newer Conformer (e12) without LM at
+    # "beam10_ctc0.4" (conf/decode_asr_branchformer.yaml: beam_size 10, ctc_weight 0.4).
+    d.ctc_weight = 0.5
     if preset in ("tiny", "smoke"):
         d.beam = 1   # our choice: greedy keeps the tiny run's dev evaluations short on 2 cores
+        # our choice (0.3, the training CTC weight): with beam 1 the CTC term picks between the decoder's
+        # best token and </s> (ESPnet's pre-beam of int(1.5 * beam) = 1 id, plus </s>), meant to stop
+        # the tiny decoder's loops on held-out voices; not tuned on a trained run
+        d.ctc_weight = 0.3
     return c

@@ -46,20 +46,26 @@ def stages(config, workdir: str) -> list[Stage]:
     return train_stages(config, loss_fn(config))
 
 
-def decode(model, feats, mask, *, beam: int = 1) -> dict:
-    """Beam search (greedy for beam 1): tokens and their count, as the ASR evaluator reads them."""
+def decode(model, feats, mask, *, beam: int = 1, ctc_weight: float = 0.0) -> dict:
+    """Beam search (greedy for beam 1), joint CTC / attention when ``ctc_weight > 0`` (static): tokens and
+    their count, as the ASR evaluator reads them."""
     if int(beam) == 1:
-        out = ar_asr.greedy_decode(model, feats, mask)
+        out = ar_asr.greedy_decode(model, feats, mask, ctc_weight=float(ctc_weight))
     else:
-        out = ar_asr.beam_search(model, feats, mask, beam=int(beam))
+        out = ar_asr.beam_search(model, feats, mask, beam=int(beam), ctc_weight=float(ctc_weight))
     return {"tokens": out["tokens"], "token_len": out["lengths"]}
 
 
+def decode_ctc_weight(config) -> float:
+    """``config.decode.ctc_weight``; 0 (attention only) for run records written before it existed."""
+    return float(config.decode.get("ctc_weight", 0.0))
+
+
 def predict(config):
-    beam = int(config.decode.beam)
+    beam, weight = int(config.decode.beam), decode_ctc_weight(config)
 
     def fn(model, batch):
-        return decode(model, *eval_features(config, batch), beam=beam)
+        return decode(model, *eval_features(config, batch), beam=beam, ctc_weight=weight)
 
     return fn
 
@@ -70,7 +76,8 @@ def predictor(config, workdir: str):
     (``token_times`` is null); ``frame_seconds`` (one encoder frame) is only recorded in the summary."""
     from experiments.asr import predictor as asr_predictor
 
-    return asr_predictor.predictor(SYSTEM, config, workdir, functools.partial(decode, beam=int(config.decode.beam)),
+    return asr_predictor.predictor(SYSTEM, config, workdir, functools.partial(
+        decode, beam=int(config.decode.beam), ctc_weight=decode_ctc_weight(config)),
                                    frame_seconds=frame_seconds(config))
 
 

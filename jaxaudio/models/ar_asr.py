@@ -27,8 +27,9 @@ Pipeline (training, ESPnet ``forward`` / ``_calc_att_loss`` with ``add_sos_eos``
   Paraformer's: CTC ``paraformer.ctc_loss`` (sum over utterances / B) and CE
   ``paraformer.label_smoothing_loss`` (sum of ``KL(q || p)`` over the ``n + 1`` valid positions / B);
   ``accuracy`` is ESPnet's ``acc`` (``th_accuracy``, the ``</s>`` position included).
-* Decoding (attention only, no CTC prefix scoring, no LM), eval mode, fixed shapes for ``jit``:
-  ``greedy_decode`` and a batched ``beam_search`` (rules in its docstring). Both recompute the
+* Decoding (no LM), eval mode, fixed shapes for ``jit``: ``greedy_decode`` and a batched ``beam_search``
+  (rules in its docstring), attention only by default, joint CTC / attention with ``ctc_weight > 0``
+  (ESPnet's ``CTCPrefixScorer`` weighting, the prefix scores from ``ctc_prefix.py``). Both recompute the
   decoder over the whole ``(max_tokens + 1)``-slot prefix buffer at every step (no key/value cache;
   the causal mask makes the not-yet-written slots invisible), and never emit ``<blank>`` (the
   padding id) or ``<s>``; ``</s>`` ends a hypothesis, ``<unk>`` is an ordinary token. After
@@ -45,7 +46,9 @@ Choices where this module differs from ESPnet, or ESPnet leaves open:
 3. ``length_penalty`` is ESPnet's ``penalty`` (a per-token bonus during the search); the final
    choice is length-normalised (ESPnet's ``normalize_length``, but dividing by tokens + 1 for
    ``</s>``, not by ``len(yseq)`` which also counts ``<s>``).
-4. As in Paraformer: ``optax.ctc_loss`` (finite ``log_epsilon``, no ``ignore_nan_grad``), no
+4. Joint decoding scores ESPnet's pre-beam (the decoder's ``int(1.5 * beam)`` best ids) plus ``</s>``
+   always (ESPnet: ``</s>`` only when in the pre-beam), details in ``beam_search``.
+5. As in Paraformer: ``optax.ctc_loss`` (finite ``log_epsilon``, no ``ignore_nan_grad``), no
    SpecAugment / CMVN (data side), padding-invariant encoder (``nn/conformer.py``).
 """
 from __future__ import annotations
@@ -58,7 +61,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxaudio.errors import ConfigError
-from jaxaudio.models import paraformer
+from jaxaudio.models import ctc_prefix, paraformer
 from jaxaudio.models.paraformer import BLANK, DecoderLayer, _linear, ctc_loss, label_smoothing_loss, token_accuracy
 from jaxaudio.nn import attention
 from jaxaudio.nn import conformer
@@ -232,12 +235,17 @@ def _step_log_probs(model: ARASR, buf: jax.Array, i: jax.Array, enc: jax.Array, 
     return jax.nn.log_softmax(step.astype(jnp.float32), axis=-1)
 
 
-def greedy_decode(model: ARASR, feats: jax.Array, mask: jax.Array | None = None) -> dict:
+def greedy_decode(model: ARASR, feats: jax.Array, mask: jax.Array | None = None, *, ctc_weight: float = 0.0) -> dict:
     """Eval-mode greedy decoding: ``dict(tokens (B, max_tokens) int32, 0 after the end; lengths (B,))``.
 
     Each step takes the most probable emittable id (``</s>`` included); ``</s>`` is forced after
-    ``max_tokens`` tokens. The loop stops once every utterance has ended.
+    ``max_tokens`` tokens. The loop stops once every utterance has ended. ``ctc_weight > 0`` (static):
+    ``beam_search`` with ``beam=1`` and that weight (joint score; candidates: the decoder's best token
+    and ``</s>``, see there), its ``tokens`` and ``lengths``.
     """
+    if float(ctc_weight) != 0.0:
+        out = beam_search(model, feats, mask, beam=1, ctc_weight=ctc_weight)
+        return dict(tokens=out["tokens"], lengths=out["lengths"])
     cfg = model.cfg
     n, vocab = cfg.max_tokens, cfg.vocab_size
     enc, enc_mask = model.encode(feats, mask, train=False)
@@ -265,7 +273,7 @@ def greedy_decode(model: ARASR, feats: jax.Array, mask: jax.Array | None = None)
 
 
 def beam_search(model: ARASR, feats: jax.Array, mask: jax.Array | None = None, *, beam: int,
-                length_penalty: float | None = None) -> dict:
+                length_penalty: float | None = None, ctc_weight: float = 0.0, ctc_tokens: int | None = None) -> dict:
     """Eval-mode batched beam search: ``dict(tokens (B, max_tokens) int32 (0 after the end), lengths (B,),
     scores (B,))`` for the chosen hypothesis of each utterance; fixed shapes, ``jit``-able (``beam`` static).
 
@@ -281,14 +289,37 @@ def beam_search(model: ARASR, feats: jax.Array, mask: jax.Array | None = None, *
     highest ``sum log p / (length + 1)`` (length = tokens, + 1 for ``</s>``); ``length_penalty`` thus
     steers the pruning only (after normalisation it is a constant). ``scores`` is its ``sum log p``
     (tokens and ``</s>``, no penalty). length_penalty None: ``cfg.length_penalty``.
+
+    Joint CTC / attention decoding (ESPnet's, Watanabe et al. 2017), ``ctc_weight`` ``w`` > 0 (static):
+    ``sum log p`` above becomes the joint ``(1 - w) * sum log p + w * log p_ctc(h)`` everywhere (search
+    score, final normalised choice, ``scores``), with ``log p_ctc(h)`` the CTC prefix log-probability of
+    the hypothesis's tokens over the utterance's valid encoder frames, and for a finished one (``</s>``
+    taken) the full-sequence CTC log-probability of its tokens (``ctc_prefix``); the final choice is the
+    finished hypothesis with the highest ``((1 - w) * sum log p + w * log p_ctc) / (length + 1)``.
+    Candidates (ESPnet's pre-beam): per unfinished hypothesis only the ``ctc_tokens`` emittable ids other
+    than ``</s>`` that the decoder scores highest, plus ``</s>`` always (ours: ESPnet pre-beams
+    ``</s>`` like any id; keeping it lets the CTC end probability stop a decoder that ranks ``</s>``
+    low, the only thing CTC can change at beam 1); the other ids are not candidates. ctc_tokens (static) None:
+    ESPnet's ``int(1.5 * beam)``, all of them when ``w == 1`` (ESPnet: no pre-beam). The pool differs
+    from ``w == 0``'s, so ties can break differently; ``w == 0`` runs the attention-only search above
+    unchanged.
     """
     if int(beam) < 1:
         raise ConfigError(f"beam_search: beam={beam}; expected >= 1")
+    w = float(ctc_weight)
+    if not 0.0 <= w <= 1.0:
+        raise ConfigError(f"beam_search: ctc_weight={ctc_weight}; expected in [0, 1]")
     cfg = model.cfg
     penalty = cfg.length_penalty if length_penalty is None else length_penalty
     k, n, vocab = int(beam), cfg.max_tokens, cfg.vocab_size
+    n_tok = (vocab if w == 1 else max(1, int(1.5 * k))) if ctc_tokens is None else int(ctc_tokens)
+    if n_tok < 1:
+        raise ConfigError(f"beam_search: ctc_tokens={ctc_tokens}; expected >= 1")
+    n_tok = min(n_tok, vocab - 3)  # the emittable ids but </s>
     enc, enc_mask = model.encode(feats, mask, train=False)
     batch = enc.shape[0]
+    if w > 0:  # the prefix scorer over the valid encoder frames; candidates: carry, </s>, the pre-beam tokens
+        scorer = ctc_prefix.prepare(model.ctc(enc), enc_mask, blank=BLANK, eos=EOS)
     enc, enc_mask = jnp.repeat(enc, k, axis=0), jnp.repeat(enc_mask, k, axis=0)  # hypothesis b * k + j
     slots = jnp.arange(n + 1)[None, None, :]
     emittable = _emittable(vocab)
@@ -296,33 +327,47 @@ def beam_search(model: ARASR, feats: jax.Array, mask: jax.Array | None = None, *
     neg_inf = jnp.float32(-jnp.inf)
 
     def body(state):
-        i, buf, score, logp_sum, lengths, finished = state
+        i, buf, score, logp_sum, lengths, finished, ctc = state
         logp = _step_log_probs(model, buf.reshape(batch * k, n + 1), i, enc, enc_mask).reshape(batch, k, vocab)
         allowed = jnp.where(i < n, emittable, only_eos)[None, None, :] & ~finished[..., None]
         step = jnp.where(allowed, logp, neg_inf)
-        cand_logp = logp_sum[..., None] + step
-        cand_score = score[..., None] + step + penalty
-        # A finished hypothesis is carried over in the <blank> column, which is never an extension.
+        if w == 0:  # candidate column v = id v
+            ids, cand_logp, cand_score = None, logp_sum[..., None] + step, score[..., None] + step + penalty
+        else:  # (B, k, 2 + n_tok) candidates: <blank> (carry), </s>, pre-beam tokens; joint score from scratch
+            ids = ctc_prefix.pre_beam(step, n_tok, blank=BLANK, eos=EOS)
+            step = jnp.take_along_axis(step, ids, axis=-1)
+            cand_logp = logp_sum[..., None] + step
+            psi, r = ctc_prefix.score(scorer, ctc, ids)
+            joint = w * psi + (0.0 if w == 1 else (1 - w) * cand_logp) + penalty * (lengths[..., None] + 1)
+            cand_score = jnp.where((step > neg_inf) & (score[..., None] > neg_inf), joint, neg_inf)  # dead stay dead
+        # A finished hypothesis is carried over in the <blank> column (column 0), which is never an extension.
         cand_logp = cand_logp.at[..., BLANK].set(jnp.where(finished, logp_sum, neg_inf))
         cand_score = cand_score.at[..., BLANK].set(jnp.where(finished, score, neg_inf))
-        score, flat = jax.lax.top_k(cand_score.reshape(batch, k * vocab), k)
-        parent, tok = flat // vocab, flat % vocab
-        logp_sum = jnp.take_along_axis(cand_logp.reshape(batch, k * vocab), flat, axis=1)
+        width = cand_score.shape[-1]
+        score, flat = jax.lax.top_k(cand_score.reshape(batch, k * width), k)
+        parent = flat // width
+        tok = flat % vocab if ids is None else jnp.take_along_axis(ids.reshape(batch, k * width), flat, axis=1)
+        if ids is not None:
+            ctc = ctc_prefix.select(scorer, ctc, ids, psi, r, flat)
+        logp_sum = jnp.take_along_axis(cand_logp.reshape(batch, k * width), flat, axis=1)
         buf = jnp.take_along_axis(buf, parent[..., None], axis=1)
         emit = (tok != BLANK) & (tok != EOS)
         buf = jnp.where((slots == i + 1) & emit[..., None], tok[..., None].astype(jnp.int32), buf)
         lengths = jnp.take_along_axis(lengths, parent, axis=1) + emit
         finished = jnp.take_along_axis(finished, parent, axis=1) | (tok == EOS)
-        return i + 1, buf, score, logp_sum, lengths, finished
+        return i + 1, buf, score, logp_sum, lengths, finished, ctc
 
     def cond(state):
-        i, _, score, _, _, finished = state
+        i, _, score, _, _, finished, _ = state
         return (i <= n) & jnp.any(~finished & (score > neg_inf))  # dead slots (-inf) never count
 
     buf = jnp.zeros((batch, k, n + 1), jnp.int32).at[..., 0].set(SOS)
     start = jnp.full((batch, k), neg_inf).at[:, 0].set(0.0)
-    state = (jnp.int32(0), buf, start, start, jnp.zeros((batch, k), jnp.int32), jnp.zeros((batch, k), bool))
-    _, buf, _, logp_sum, lengths, finished = jax.lax.while_loop(cond, body, state)
+    ctc = ctc_prefix.init_state(scorer, k) if w > 0 else ()
+    state = (jnp.int32(0), buf, start, start, jnp.zeros((batch, k), jnp.int32), jnp.zeros((batch, k), bool), ctc)
+    _, buf, _, logp_sum, lengths, finished, ctc = jax.lax.while_loop(cond, body, state)
+    if w > 0:  # the joint score, penalty excluded; ctc.log_psi is the full-sequence CTC term once finished
+        logp_sum = w * ctc.log_psi + (0.0 if w == 1 else (1 - w) * logp_sum)
     normalised = jnp.where(finished, logp_sum / (lengths + 1).astype(jnp.float32), neg_inf)
     best = jnp.argmax(normalised, axis=1)[:, None]
     pick = lambda x: jnp.take_along_axis(x, best, axis=1)[:, 0]  # noqa: E731

@@ -42,3 +42,6 @@ def test_everything_but_the_decoder_is_paraformers(preset):
 def test_decoding_presets():
     assert _config("ar_asr", "paper").decode.beam == 10
     assert _config("ar_asr", "tiny").decode.beam == 1
+    # joint CTC / attention decoding: ESPnet's AISHELL-1 decode_asr_transformer.yaml (paper), ours (tiny)
+    assert _config("ar_asr", "paper").decode.ctc_weight == 0.5
+    assert _config("ar_asr", "tiny").decode.ctc_weight == _config("ar_asr", "smoke").decode.ctc_weight == 0.3
