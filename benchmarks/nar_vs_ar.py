@@ -65,10 +65,11 @@ def recognisers(para, ar) -> dict:
     (_, p_config, p_model), (_, a_config, a_model) = para, ar
     out = {"paraformer": (jax.jit(lambda a, n: paraformer_system.decode(
         p_model, *eval_features(p_config, {"audio": a, "audio_len": n}))), encoder_only(p_config, p_model), p_config)}
-    ctc_weight = ar_system.decode_ctc_weight(a_config)   # the run's decode.ctc_weight (0: attention only)
+    options = ar_system.decode_options(a_config)   # the run's CTC weight and pre-beam; beams 1 and 5 here
     for beam in (1, 5):
-        out[f"ar_beam{beam}"] = (jax.jit(lambda a, n, beam=beam: ar_system.decode(
-            a_model, *eval_features(a_config, {"audio": a, "audio_len": n}), beam=beam, ctc_weight=ctc_weight)),
+        kw = {**options, "beam": beam}
+        out[f"ar_beam{beam}"] = (jax.jit(lambda a, n, kw=kw: ar_system.decode(
+            a_model, *eval_features(a_config, {"audio": a, "audio_len": n}), **kw)),
             encoder_only(a_config, a_model), a_config)
     return out
 
@@ -136,7 +137,10 @@ def main() -> None:
 
     para, ar = load_run(args.paraformer), load_run(args.ar)
     methods = recognisers(para, ar)
+    from experiments.ar_asr import system as ar_system
+
     result = {"paraformer_workdir": args.paraformer, "ar_workdir": args.ar, "threads": args.threads, "cpus": cpus,
+              "ar_decode": ar_system.decode_options(ar[1]),
               "machine": platform.processor() or platform.machine(), "repeats": args.repeats, "cer": {},
               "test_utterances": {}, "compile_s": {}, "timing": {}}
 

@@ -46,38 +46,42 @@ def stages(config, workdir: str) -> list[Stage]:
     return train_stages(config, loss_fn(config))
 
 
-def decode(model, feats, mask, *, beam: int = 1, ctc_weight: float = 0.0) -> dict:
-    """Beam search (greedy for beam 1), joint CTC / attention when ``ctc_weight > 0`` (static): tokens and
-    their count, as the ASR evaluator reads them."""
-    if int(beam) == 1:
-        out = ar_asr.greedy_decode(model, feats, mask, ctc_weight=float(ctc_weight))
+def decode(model, feats, mask, *, beam: int = 1, ctc_weight: float = 0.0, ctc_tokens: int = 0) -> dict:
+    """Beam search (greedy for beam 1 without CTC), joint CTC / attention when ``ctc_weight > 0``,
+    each hypothesis extended by the decoder's ``ctc_tokens`` best ids (0: ESPnet's int(1.5 * beam));
+    all static. Tokens and their count, as the ASR evaluator reads them."""
+    if int(beam) == 1 and not ctc_weight:
+        out = ar_asr.greedy_decode(model, feats, mask)
     else:
-        out = ar_asr.beam_search(model, feats, mask, beam=int(beam), ctc_weight=float(ctc_weight))
+        out = ar_asr.beam_search(model, feats, mask, beam=int(beam), ctc_weight=float(ctc_weight),
+                                 ctc_tokens=int(ctc_tokens) or None)
     return {"tokens": out["tokens"], "token_len": out["lengths"]}
 
 
-def decode_ctc_weight(config) -> float:
-    """``config.decode.ctc_weight``; 0 (attention only) for run records written before it existed."""
-    return float(config.decode.get("ctc_weight", 0.0))
+def decode_options(config) -> dict:
+    """``decode``'s keywords from ``config.decode``; run records written before ``ctc_weight`` /
+    ``ctc_tokens`` existed decode as they did (attention only)."""
+    d = config.decode
+    return {"beam": int(d.beam), "ctc_weight": float(d.get("ctc_weight", 0.0)),
+            "ctc_tokens": int(d.get("ctc_tokens", 0))}
 
 
 def predict(config):
-    beam, weight = int(config.decode.beam), decode_ctc_weight(config)
+    options = decode_options(config)
 
     def fn(model, batch):
-        return decode(model, *eval_features(config, batch), beam=beam, ctc_weight=weight)
+        return decode(model, *eval_features(config, batch), **options)
 
     return fn
 
 
 def predictor(config, workdir: str):
-    """``--mode=predict`` (``jaxaudio/predict/asr.py``): the evaluator's decoding (beam search of
-    ``config.decode.beam``, ``data.max_tokens`` slots). No CIF, so no fire frames and no token times
-    (``token_times`` is null); ``frame_seconds`` (one encoder frame) is only recorded in the summary."""
+    """``--mode=predict`` (``jaxaudio/predict/asr.py``): the evaluator's decoding (``config.decode``,
+    ``data.max_tokens`` slots). No CIF, so no fire frames and no token times (``token_times`` is
+    null); ``frame_seconds`` (one encoder frame) is only recorded in the summary."""
     from experiments.asr import predictor as asr_predictor
 
-    return asr_predictor.predictor(SYSTEM, config, workdir, functools.partial(
-        decode, beam=int(config.decode.beam), ctc_weight=decode_ctc_weight(config)),
+    return asr_predictor.predictor(SYSTEM, config, workdir, functools.partial(decode, **decode_options(config)),
                                    frame_seconds=frame_seconds(config))
 
 

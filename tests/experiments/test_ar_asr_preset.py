@@ -45,3 +45,4 @@ def test_decoding_presets():
     # joint CTC / attention decoding: ESPnet's AISHELL-1 decode_asr_transformer.yaml (paper), ours (tiny)
     assert _config("ar_asr", "paper").decode.ctc_weight == 0.5
     assert _config("ar_asr", "tiny").decode.ctc_weight == _config("ar_asr", "smoke").decode.ctc_weight == 0.3
+    assert (_config("ar_asr", "paper").decode.ctc_tokens, _config("ar_asr", "tiny").decode.ctc_tokens) == (0, 5)
