@@ -40,7 +40,7 @@ from jaxaudio.data.asd import MACHINE_TYPES, SILENCE_PEAK
 from jaxaudio.errors import AudioFileError, ConfigError, DataFormatError
 from jaxaudio.io import paths
 from jaxaudio.predict import outputs
-from jaxaudio.predict.files import AUDIO_EXTENSIONS, find_inputs, read_for_model
+from jaxaudio.predict.files import gather_inputs, read_for_model
 from jaxaudio.predict.progress import FileProgress
 
 logger = logging.getLogger("jaxaudio.predict")
@@ -202,18 +202,11 @@ def predict_files(
     ``thresholds_file``, ``settings`` and ``clips`` (per scored file: path, class, score, threshold,
     decision, duration and a note when it was cropped or padded).
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
     names = predictor.class_names
     if machine is not None:
         machine = parse_machine(machine, names)   # a wrong --machine fails every file: say so once
-    found, failed = find_inputs(inputs)
-    for entry in failed:
-        logger.error("skipping %s: %s", entry["path"], entry["error"])
+    found, failed = gather_inputs(inputs, logger)
     total = len(found) + len(failed)
-    if not found:
-        logger.warning("predict: no audio files (%s) found in %s", " ".join(AUDIO_EXTENSIONS),
-                       [str(i) for i in inputs])
     paths.makedirs(out_dir)
     index = {c: i for i, c in enumerate(names)}
     clip_seconds = predictor.clip_samples / predictor.sample_rate

@@ -58,7 +58,7 @@ import numpy as np
 from jaxaudio.errors import AudioFileError, ConfigError
 from jaxaudio.io import paths
 from jaxaudio.predict import outputs
-from jaxaudio.predict.files import AUDIO_EXTENSIONS, find_inputs, read_for_model
+from jaxaudio.predict.files import gather_inputs, read_for_model
 from jaxaudio.predict.progress import FileProgress
 
 logger = logging.getLogger("jaxaudio.predict")
@@ -221,19 +221,12 @@ def predict_files(
     ([{"path", "note"}]), ``out_dir``, ``transcripts_tsv``, ``transcripts_jsonl``,
     ``summary_json`` and ``settings``.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
     max_seconds, bucket_seconds = float(max_seconds), float(bucket_seconds)
     _check_options(max_seconds, bucket_seconds)
     min_seconds = predictor.min_seconds
     sr = predictor.sample_rate
-    found, failed = find_inputs(inputs)
-    for entry in failed:
-        logger.error("skipping %s: %s", entry["path"], entry["error"])
+    found, failed = gather_inputs(inputs, logger)
     total = len(found) + len(failed)
-    if not found:
-        logger.warning("predict: no audio files (%s) found in %s", " ".join(AUDIO_EXTENSIONS),
-                       [str(i) for i in inputs])
     paths.makedirs(out_dir)
     max_samples = int(math.floor(max_seconds * sr))
     min_samples = int(math.ceil(min_seconds * sr - 1e-6))

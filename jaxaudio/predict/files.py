@@ -65,6 +65,20 @@ def find_inputs(inputs: Sequence[os.PathLike | str]) -> tuple[list[Path], list[d
     return files, missing
 
 
+def gather_inputs(inputs, logger) -> tuple[list[Path], list[dict]]:
+    """``find_inputs`` as the predict modes report it: each missing input logged as skipped, a
+    warning when no audio file was found at all (the folder or the extension is probably wrong)."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    found, failed = find_inputs(inputs)
+    for entry in failed:
+        logger.error("skipping %s: %s", entry["path"], entry["error"])
+    if not found:
+        logger.warning("predict: no audio files (%s) found in %s", " ".join(AUDIO_EXTENSIONS),
+                       [str(i) for i in inputs])
+    return found, failed
+
+
 def assign_clip_ids(paths: Sequence[Path]) -> list[InputFile]:
     """Unique output names: the stem, or for shared stems the relative path with `__`."""
     by_stem = defaultdict(list)

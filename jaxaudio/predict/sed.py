@@ -35,7 +35,7 @@ import numpy as np
 from jaxaudio.errors import AudioFileError
 from jaxaudio.io import paths
 from jaxaudio.predict import outputs
-from jaxaudio.predict.files import AUDIO_EXTENSIONS, InputFile, assign_clip_ids, find_inputs, read_for_model
+from jaxaudio.predict.files import InputFile, assign_clip_ids, gather_inputs, read_for_model
 from jaxaudio.predict.progress import FileProgress
 
 logger = logging.getLogger("jaxaudio.predict")
@@ -251,14 +251,9 @@ def predict_files(
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     hop_frames = window_hop_frames(predictor.frames, overlap)
-    found, failed = find_inputs(inputs)
-    for entry in failed:
-        logger.error("skipping %s: %s", entry["path"], entry["error"])
+    found, failed = gather_inputs(inputs, logger)
     items = assign_clip_ids(found)
     total = len(items) + len(failed)
-    if not items:
-        logger.warning("predict: no audio files (%s) found in %s", " ".join(AUDIO_EXTENSIONS),
-                       [str(i) for i in inputs])
 
     scores_dir = paths.join(out_dir, "scores")
     timelines_dir = paths.join(out_dir, "timelines")

@@ -20,26 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from jaxaudio.audio.io import read_audio, resample
 from jaxaudio.data.tokenizer import SPECIALS
 from jaxaudio.predict.asr import predict_files, token_times
+from tests.predict.test_asr_predict import _read_outputs, _wav
 
 SR = 16000
-
-
-def _wav(path: Path, audio, rate=SR) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, audio, rate, subtype="FLOAT")
-    return path
-
-
-def _read_outputs(out: Path):
-    with open(out / "transcripts.tsv", newline="", encoding="utf-8") as f:
-        tsv = list(csv.DictReader(f, delimiter="\t"))
-    jsonl = [json.loads(line) for line in (out / "transcripts.jsonl").read_text(encoding="utf-8").splitlines()]
-    return tsv, jsonl
 
 
 def _evaluated(workdir: str) -> dict:
