@@ -12,7 +12,7 @@ from flax import nnx
 
 from experiments.ar_asr import config as ar_config
 from experiments.asr.training import asr_system, augmented_features, encoder_config, eval_features, \
-    frame_seconds, train_stages, vocab_size
+    frame_seconds, train_stage, training_data, vocab_size
 from jaxaudio.models import ar_asr
 from jaxaudio.train.system import Stage
 
@@ -43,7 +43,7 @@ def loss_fn(config):
 
 
 def stages(config, workdir: str) -> list[Stage]:
-    return train_stages(config, loss_fn(config))
+    return [train_stage(config, loss_fn(config), training_data(config))]
 
 
 def decode(model, feats, mask, *, beam: int = 1, ctc_weight: float = 0.0, ctc_tokens: int = 0) -> dict:

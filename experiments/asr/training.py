@@ -44,12 +44,17 @@ def frame_seconds(config) -> float:
     return 4 * fe.hop_length / fe.sample_rate
 
 
-def train_stages(config, loss, *, name: str = TRAIN_STAGE, **fields) -> list[Stage]:
-    """A training stage over the length buckets, validated by dev CER (``fields``: e.g. init_from)."""
-    asr_data.finalize(config)   # a no-op after run.py's; a Trainer built directly needs tokens and CMVN too
-    data = asr_data.ASRData(config)
-    return [Stage(name, loss=loss, batch_keys=BATCH_KEYS, batches=lambda: data.train_batches(config.seed),
-                  **stage_fields(config.stages[name], f"stages.{name}"), **fields)]
+def training_data(config) -> asr_data.ASRData:
+    """The run's data, with its token list and CMVN in the config (``finalize``: a no-op after
+    run.py's; a Trainer built directly needs them too). One per ``stages`` call, shared by its stages."""
+    asr_data.finalize(config)
+    return asr_data.ASRData(config)
+
+
+def train_stage(config, loss, data: asr_data.ASRData, *, name: str = TRAIN_STAGE, **fields) -> Stage:
+    """A training stage over ``data``'s length buckets, validated by dev CER (``fields``: e.g. init_from)."""
+    return Stage(name, loss=loss, batch_keys=BATCH_KEYS, batches=lambda: data.train_batches(config.seed),
+                 **stage_fields(config.stages[name], f"stages.{name}"), **fields)
 
 
 def asr_system(**fields) -> System:

@@ -6,6 +6,8 @@ Wiring only: the network and its losses are ``jaxaudio/models/paraformer.py`` (w
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -17,7 +19,8 @@ from experiments.asr.training import (
     encoder_config,
     eval_features,
     frame_seconds,
-    train_stages,
+    train_stage,
+    training_data,
     vocab_size,
 )
 from experiments.paraformer import config as paraformer_config
@@ -69,9 +72,10 @@ def loss_fn(config, *, mwer: bool = False):
 
 
 def stages(config, workdir: str) -> list[Stage]:
-    out = train_stages(config, loss_fn(config))
+    data = training_data(config)
+    out = [train_stage(config, loss_fn(config), data)]
     if mwer_enabled(config):
-        out += train_stages(config, loss_fn(config, mwer=True), name=MWER_STAGE, init_from=TRAIN_STAGE)
+        out.append(train_stage(config, loss_fn(config, mwer=True), data, name=MWER_STAGE, init_from=TRAIN_STAGE))
     return out
 
 
@@ -83,9 +87,10 @@ def final_stage(config) -> str:
     return MWER_STAGE if mwer_enabled(config) else TRAIN_STAGE
 
 
-def decode(model, feats, mask) -> dict:
-    """Greedy single-step decoding: tokens, their count and each token's encoder frame (CIF fire)."""
-    out = paraformer_model.greedy_decode(model, feats, mask)
+def decode(model, feats, mask, *, every_frame: bool = False) -> dict:
+    """Greedy single-step decoding: tokens, their count and each token's encoder frame (CIF fire);
+    ``every_frame``: a token slot per encoder frame instead of ``data.max_tokens`` (``greedy_decode``)."""
+    out = paraformer_model.greedy_decode(model, feats, mask, every_frame=every_frame)
     return {"tokens": out["ids"], "token_len": jnp.minimum(out["token_num"], out["ids"].shape[1]),
             "fire_frames": out["fire_positions"]}
 
@@ -99,23 +104,12 @@ def predict(config):
 
 def predictor(config, workdir: str):
     """``--mode=predict`` (``jaxaudio/predict/asr.py``): greedy decoding as ``decode``, but with one
-    token slot per encoder frame (and CIF's tail frame) instead of ``data.max_tokens``, so a file
-    longer than the training utterances loses no token to a full buffer. CIF's weights are
-    sigmoids (at most 1 a frame), so a frame fires at most once and the slots always suffice; the
-    valid slots decode as ``decode``'s (the decoder masks the others and has no positions)."""
+    token slot per encoder frame (``every_frame``) instead of ``data.max_tokens``, so a file longer
+    than the training utterances loses no token to a full buffer."""
     from experiments.asr import predictor as asr_predictor
-    from jaxaudio.nn.cif import cif_inference
 
-    def decode_every_token(model, feats, mask):
-        cfg = model.cfg
-        enc, enc_mask, alpha = model.encode(feats, mask, train=False)
-        acoustic, token_mask, token_num, fire = cif_inference(enc, alpha, enc_mask, enc.shape[1] + 1, cfg.threshold,
-                                                              cfg.tail_threshold)
-        logits = model.decoder(acoustic, token_mask, enc, enc_mask, train=False)
-        ids = jnp.where(token_mask, jnp.argmax(logits, axis=-1), 0).astype(jnp.int32)
-        return {"tokens": ids, "token_len": jnp.minimum(token_num, ids.shape[1]), "fire_frames": fire}
-
-    return asr_predictor.predictor(SYSTEM, config, workdir, decode_every_token, frame_seconds=frame_seconds(config))
+    return asr_predictor.predictor(SYSTEM, config, workdir, functools.partial(decode, every_frame=True),
+                                   frame_seconds=frame_seconds(config))
 
 
 def inference_model(config, workdir: str, *, export: bool = True):

@@ -321,12 +321,19 @@ def paraformer_loss(outputs: dict, targets: jax.Array, target_lengths: jax.Array
     return dict(loss=loss, ctc=ctc, ce=ce, quantity=quantity, acc=acc)
 
 
-def greedy_decode(model: Paraformer, feats: jax.Array, mask: jax.Array | None = None) -> dict:
-    """Eval-mode greedy decoding: ``dict(ids (B, max_tokens) int32 (0 outside the mask), token_mask,
-    token_num (B,), fire_positions (B, max_tokens) (-1 outside), logits (B, max_tokens, V))``."""
+def greedy_decode(model: Paraformer, feats: jax.Array, mask: jax.Array | None = None, *,
+                  every_frame: bool = False) -> dict:
+    """Eval-mode greedy decoding: ``dict(ids (B, slots) int32 (0 outside the mask), token_mask,
+    token_num (B,), fire_positions (B, slots) (-1 outside), logits (B, slots, V))``.
+
+    slots: ``cfg.max_tokens``; ``every_frame`` (static): one per encoder frame plus CIF's tail frame,
+    which always suffices (CIF's weights are sigmoids, at most 1 a frame, so a frame fires at most
+    once): for inputs longer than training's, whose tokens ``max_tokens`` would cut off. The valid
+    slots decode alike either way (the decoder masks the others and has no positions)."""
     cfg = model.cfg
     enc, enc_mask, alpha = model.encode(feats, mask, train=False)
-    acoustic, token_mask, token_num, fire_positions = cif_inference(enc, alpha, enc_mask, cfg.max_tokens,
+    slots = enc.shape[1] + 1 if every_frame else cfg.max_tokens
+    acoustic, token_mask, token_num, fire_positions = cif_inference(enc, alpha, enc_mask, slots,
                                                                     cfg.threshold, cfg.tail_threshold)
     logits = model.decoder(acoustic, token_mask, enc, enc_mask, train=False)
     ids = jnp.where(token_mask, jnp.argmax(logits, axis=-1), BLANK).astype(jnp.int32)
