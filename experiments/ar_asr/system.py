@@ -43,7 +43,7 @@ def loss_fn(config):
 
 
 def stages(config, workdir: str) -> list[Stage]:
-    return [train_stage(config, loss_fn(config), training_data(config))]
+    return [train_stage(config, loss_fn(config), training_data(config, workdir))]
 
 
 def decode(model, feats, mask, *, beam: int = 1, ctc_weight: float = 0.0, ctc_tokens: int = 0) -> dict:

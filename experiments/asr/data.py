@@ -2,8 +2,8 @@
 AISHELL-1 folder or manifests, or the built-in espeak corpus generated on first use), its
 tokenizer, global CMVN, the training buckets, the evaluation sources and the device front end.
 
-``finalize`` writes what depends on the data into the config (the token list and the CMVN
-statistics), so a saved config.json rebuilds the model and its front end without the corpus
+``finalize`` writes what depends on the data into the config (the token list, a BPE model's
+scores and the CMVN statistics), so a saved config.json rebuilds the model and its front end without the corpus
 (predict, export).
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,8 @@ from jaxaudio.data.source import eval_batches
 from jaxaudio.data.speech_batches import BucketBatches, SpeechSource, utterance_samples
 from jaxaudio.data.synth import speech as speech_synth
 from jaxaudio.data.synth.roots import user_or_builtin_root
-from jaxaudio.data.tokenizer import CharTokenizer
+from jaxaudio.data.bpe_tokenizer import BPETokenizer, bpe_text
+from jaxaudio.data.tokenizer import SPECIALS, CharTokenizer, Tokenizer
 from jaxaudio.errors import ConfigError
 from jaxaudio.evaluators.asr import ASREvaluator
 from jaxaudio.train.log import get_logger
@@ -50,7 +52,13 @@ def data_config(preset: str):
     d.batch_seconds = 250.0
     d.max_tokens = 64             # padded transcript length (AISHELL-1: at most 44 characters)
     d.cache = False               # keep decoded waveforms in memory (the built-in corpus: ~200 MB)
-    d.tokens = ()                 # the token list; () = characters of the training text (saved by finalize)
+    # "char": the characters of the training text, whitespace removed (AISHELL is scored so, and
+    # FunASR's AISHELL-1 recipe uses characters); "bpe": SentencePiece BPE of bpe_vocab_size pieces
+    # trained from the training text (English word boundaries kept, so WER is meaningful)
+    d.tokenizer = "char"
+    d.bpe_vocab_size = 0          # with tokenizer "bpe": pieces, the 4 specials included
+    d.tokens = ()                 # the token list; () = trained from the training text (saved by finalize)
+    d.token_scores = ()           # with tokenizer "bpe": the pieces' scores (saved by finalize)
     d.cmvn_mean = ()              # global CMVN over the training fbank (saved by finalize)
     d.cmvn_std = ()
     d.cmvn_utterances = 0         # 0 = every training utterance
@@ -117,6 +125,22 @@ def device_features(config, audio, audio_len, *, fe=None):
     return (feats - mean) / std * mask[..., None], mask
 
 
+def make_tokenizer(data_cfg, training_texts: Callable[[], list[str]]) -> Tokenizer:
+    """``data.tokenizer``'s tokenizer: from ``data.tokens`` (and ``token_scores``) once finalize
+    saved them, else trained from ``training_texts()``."""
+    kind, tokens = data_cfg.tokenizer, tuple(data_cfg.tokens)
+    if kind == "char":
+        return CharTokenizer(tokens) if tokens else CharTokenizer.train(training_texts())
+    if kind == "bpe":
+        if tokens:
+            return BPETokenizer(tokens, tuple(data_cfg.token_scores))
+        if int(data_cfg.bpe_vocab_size) <= len(SPECIALS):
+            raise ConfigError(f"data.bpe_vocab_size={data_cfg.bpe_vocab_size}: tokenizer 'bpe' needs more "
+                              f"pieces than the {len(SPECIALS)} specials (e.g. --config.data.bpe_vocab_size=300)")
+        return BPETokenizer.train(training_texts(), vocab_size=int(data_cfg.bpe_vocab_size))
+    raise ConfigError(f"data.tokenizer={kind!r}: expected 'char' or 'bpe'")
+
+
 class ASRData:
     """Utterances, tokenizer and sources of one run (read when first needed)."""
 
@@ -141,11 +165,9 @@ class ASRData:
         return self._utterances[split]
 
     @property
-    def tokenizer(self) -> CharTokenizer:
+    def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            tokens = tuple(self.config.data.tokens)
-            self._tokenizer = CharTokenizer(tokens) if tokens else CharTokenizer.train(
-                u.text for u in self.utterances("train"))
+            self._tokenizer = make_tokenizer(self.config.data, lambda: [u.text for u in self.utterances("train")])
         return self._tokenizer
 
     def source(self, split: str) -> SpeechSource:
@@ -201,6 +223,8 @@ def finalize(config) -> None:
     data = ASRData(config)
     if not config.data.tokens:
         config.data.tokens = tuple(data.tokenizer.tokens)
+        if isinstance(data.tokenizer, BPETokenizer):
+            config.data.token_scores = data.tokenizer.scores
     if not config.data.cmvn_mean:
         stats = compute_cmvn(config, data)
         config.data.cmvn_mean = tuple(float(v) for v in stats.mean)
@@ -208,8 +232,9 @@ def finalize(config) -> None:
 
 
 def evaluators(config) -> dict:
-    """CER on the dev voices (validation, best checkpoint) and on the test voices."""
+    """CER on the dev voices (validation, best checkpoint) and on the test voices (and WER with BPE)."""
     data = ASRData(config)
+    words = bpe_text if config.data.tokenizer == "bpe" else None   # WER only where words are kept
     return {split: ASREvaluator(lambda split=split: data.source(split), int(config.batch.eval),
-                                lambda ids: data.tokenizer.decode(ids))
+                                lambda ids: data.tokenizer.decode(ids), word_text=words)
             for split in ("dev", "test")}

@@ -3,9 +3,13 @@ from the run config, the (SpecAugmented) training features and the one training 
 system adds its model, its loss and its decoding (``experiments/paraformer``, ``experiments/ar_asr``)."""
 from __future__ import annotations
 
+import jax
+
 from experiments.asr import data as asr_data
 from experiments.asr.recipe import TRAIN_STAGE
 from jaxaudio.audio.specaugment import spec_augment
+from jaxaudio.data.bpe_tokenizer import BPETokenizer
+from jaxaudio.io import paths
 from jaxaudio.nn.conformer import ConformerConfig
 from jaxaudio.train.stage_config import stage_fields
 from jaxaudio.train.system import Stage, System
@@ -44,11 +48,16 @@ def frame_seconds(config) -> float:
     return 4 * fe.hop_length / fe.sample_rate
 
 
-def training_data(config) -> asr_data.ASRData:
+def training_data(config, workdir: str) -> asr_data.ASRData:
     """The run's data, with its token list and CMVN in the config (``finalize``: a no-op after
-    run.py's; a Trainer built directly needs them too). One per ``stages`` call, shared by its stages."""
+    run.py's; a Trainer built directly needs them too). One per ``stages`` call, shared by its stages.
+    A BPE model is also written to the workdir as a SentencePiece file, for other tools."""
     asr_data.finalize(config)
-    return asr_data.ASRData(config)
+    data = asr_data.ASRData(config)
+    if isinstance(data.tokenizer, BPETokenizer) and jax.process_index() == 0:
+        paths.makedirs(workdir)
+        data.tokenizer.save(workdir)
+    return data
 
 
 def train_stage(config, loss, data: asr_data.ASRData, *, name: str = TRAIN_STAGE, **fields) -> Stage:

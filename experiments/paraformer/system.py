@@ -72,7 +72,7 @@ def loss_fn(config, *, mwer: bool = False):
 
 
 def stages(config, workdir: str) -> list[Stage]:
-    data = training_data(config)
+    data = training_data(config, workdir)
     out = [train_stage(config, loss_fn(config), data)]
     if mwer_enabled(config):
         out.append(train_stage(config, loss_fn(config, mwer=True), data, name=MWER_STAGE, init_from=TRAIN_STAGE))

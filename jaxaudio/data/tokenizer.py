@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 from jaxaudio.errors import ConfigError, DataFormatError
+from jaxaudio.io import paths
 from jaxaudio.metrics.asr import char_tokens
 
 _logger = logging.getLogger(__name__)
@@ -27,7 +28,25 @@ BLANK, SOS, EOS, UNK = range(len(SPECIALS))
 FILE_NAME = "tokens.json"
 
 
-class CharTokenizer:
+class Tokenizer:
+    """What every tokenizer of a run shares: its ``tokens`` (id -> string, the specials first) and
+    the count of characters ``encode`` could not spell (``unknown``), reported once per split."""
+
+    tokens: tuple[str, ...]
+    unknown: Counter
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def report_unknown(self, where: str) -> None:
+        """One warning naming how many characters of ``where`` were outside the vocabulary."""
+        if self.unknown:
+            top = ", ".join(f"{c!r} x{n}" for c, n in self.unknown.most_common(5))
+            _logger.warning("%s: %d characters outside the vocabulary mapped to <unk> (%s)", where,
+                            sum(self.unknown.values()), top)
+
+
+class CharTokenizer(Tokenizer):
     """``encode(text) -> ids`` and ``decode(ids) -> text`` over a fixed character list."""
 
     def __init__(self, tokens: Sequence[str]):
@@ -49,9 +68,6 @@ class CharTokenizer:
         kept = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
         return cls(SPECIALS + tuple(kept))
 
-    def __len__(self) -> int:
-        return len(self.tokens)
-
     def encode(self, text: str) -> list[int]:
         ids = []
         for c in char_tokens(text):
@@ -66,27 +82,17 @@ class CharTokenizer:
         """The characters of ``ids``; specials (blank, sos, eos, unk) are dropped."""
         return "".join(self.tokens[i] for i in ids if i >= len(SPECIALS))
 
-    def report_unknown(self, where: str) -> None:
-        """One warning naming how many characters of ``where`` were outside the vocabulary."""
-        if self.unknown:
-            top = ", ".join(f"{c!r} x{n}" for c, n in self.unknown.most_common(5))
-            _logger.warning("%s: %d characters outside the vocabulary mapped to <unk> (%s)", where,
-                            sum(self.unknown.values()), top)
-
     def save(self, workdir: os.PathLike | str) -> str:
-        path = os.path.join(workdir, FILE_NAME)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"kind": "char", "tokens": list(self.tokens)}, f, ensure_ascii=False, indent=0)
-        os.replace(tmp, path)   # atomic: a crash never leaves half a vocabulary
+        path = paths.join(workdir, FILE_NAME)
+        record = json.dumps({"kind": "char", "tokens": list(self.tokens)}, ensure_ascii=False, indent=0)
+        paths.write_text_atomic(path, record)   # a crash never leaves half a vocabulary
         return path
 
     @classmethod
     def load(cls, workdir: os.PathLike | str) -> CharTokenizer:
-        path = os.path.join(workdir, FILE_NAME)
+        path = paths.join(workdir, FILE_NAME)
         try:
-            with open(path, encoding="utf-8") as f:
-                record = json.load(f)
+            record = json.loads(paths.read_text(path))
         except FileNotFoundError:
             raise DataFormatError(path, "no token list: the workdir's training run writes it first") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

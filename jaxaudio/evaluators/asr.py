@@ -5,6 +5,10 @@ and every utterance's transcript next to its reference.
 A system's ``predict`` returns ``{"tokens": (rows, max_tokens) int, "token_len": (rows,)}``;
 ``decode(ids) -> text`` turns a row into text (the run's tokenizer). The references are the
 source's ``texts`` (in its order), so padding rows need none.
+
+WER is reported too when the tokenizer keeps word boundaries (BPE: ``word_text`` is the text
+rule it reads by, so a reference is split where the hypothesis can be); a character tokenizer
+drops all spaces, and its WER would count whole utterances.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from jaxaudio.evaluators.base import collect_rows
-from jaxaudio.metrics.asr import cer_counts, edit_counts, char_tokens
+from jaxaudio.metrics.asr import cer_counts, char_tokens, edit_counts, wer_counts
 
 TOKENS, TOKEN_LEN = "tokens", "token_len"
 
@@ -77,6 +81,7 @@ class ASREvaluator:
     decode: Callable[[Sequence[int]], str]
     primary_metric: str = "cer"
     mode: str = "min"
+    word_text: Optional[Callable[[str], str]] = None   # set: WER of word_text(reference) vs the hypothesis
     _source: object = dataclasses.field(default=None, init=False, repr=False)
 
     @property
@@ -100,6 +105,8 @@ class ASREvaluator:
         hyps = hypotheses(outputs, self.decode)
         speakers = [u.speaker for u in utterances] if all(u.speaker for u in utterances) else ()
         metrics = score_texts(refs, hyps, speakers)
+        if self.word_text is not None:
+            metrics["wer"] = wer_counts([self.word_text(r) for r in refs], hyps).rate()
         if plot_dir:
             prefix = f"{plot_prefix}_" if plot_prefix else ""
             plot_speaker_cer(metrics, os.path.join(plot_dir, f"{prefix}cer_per_speaker.png"), title=title)

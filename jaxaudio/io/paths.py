@@ -88,8 +88,8 @@ def open_read(path: os.PathLike | str, binary: bool = False) -> Iterator[IO]:
     if is_remote(path):
         with _epath(path).open(mode) as f:
             yield f
-    else:
-        with open(os.fspath(path), mode) as f:
+    else:   # text is UTF-8 everywhere, whatever the machine's locale
+        with open(os.fspath(path), mode, encoding=None if binary else "utf-8") as f:
             yield f
 
 
@@ -122,7 +122,7 @@ def open_atomic(path: os.PathLike | str, binary: bool = False) -> Iterator[IO]:
     path = os.fspath(path)
     tmp = path + ".tmp"
     try:
-        with open(tmp, mode) as f:
+        with open(tmp, mode, encoding=None if binary else "utf-8") as f:
             yield f
         os.replace(tmp, path)
     finally:

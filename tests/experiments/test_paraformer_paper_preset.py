@@ -29,6 +29,7 @@ def test_front_end_is_funasrs(config):
     assert (s.enabled, s.warp_window, s.freq_masks, s.freq_width, s.time_masks, s.time_width) == (
         True, 5, 2, 30, 2, 40)
     assert tuple(config.speed_perturb) == (0.9, 1.0, 1.1)
+    assert config.data.tokenizer == "char"   # "Char tokenizer"
 
 
 def test_network_is_the_12e_6d_2048_256_conformer(config):
