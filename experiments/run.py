@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         result = {"train": lambda: train(args, name, overrides), "predict": lambda: predict(args, name),
                   "export": lambda: export(args, name), "scale": lambda: scale(args, name)}[args.mode]()
     except Preempted as err:
-        print(f"preempted: {err}; run the same command again to resume", file=sys.stderr)
+        print(f"{err}; run the same command again to resume", file=sys.stderr)
         return err.exit_code
     except JaxAudioError as err:
         print(f"error: {err}", file=sys.stderr)
