@@ -64,7 +64,7 @@ def timm_to_nnx(state_dict: Mapping[str, np.ndarray], model: nnx.Module, *,
             missing.append(f"{name} (for {ours}.{leaf})")
             continue
         used.add(name)
-        array = torch_layout(kind, leaf, tensors[name].astype(np.float32))
+        array = torch_layout(kind, leaf, tensors[name].astype(np.float32, copy=False))
         shape = target.shape
         if array.shape != shape:
             if kind is nnx.Conv and leaf == "kernel" and array.shape[2] == 3 and array.shape[:2] + array.shape[3:] \
