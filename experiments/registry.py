@@ -13,6 +13,7 @@ SYSTEMS: dict[str, str] = {
     "pmam": "experiments.pmam.system:SYSTEM",
     "crnn": "experiments.crnn.system:SYSTEM",
     "matsed": "experiments.matsed.system:SYSTEM",
+    "astsed": "experiments.astsed.system:SYSTEM",
     "geco": "experiments.geco.system:SYSTEM",
     "asd_ae": "experiments.asd_ae.system:SYSTEM",
     "rsic_kd": "experiments.rsic_kd.system:SYSTEM",

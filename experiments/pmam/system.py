@@ -97,10 +97,13 @@ def sliding(config, which: str) -> GlobalLocal | None:
     return GlobalLocal(int(g.window), int(g[which]), float(g.local_weight))
 
 
-def finetune_loss_fn(config, fe, name: str, segments=None):
+def finetune_loss_fn(config, fe, name: str, segments=None, inputs=None):
     """MAT-SED/PMAM mean-teacher loss; the consistency weight ramps as the stage says.
-    ``segments``: the rows of each source in a batch (default: the config's batch counts)."""
+    ``segments``: the rows of each source in a batch (default: the config's batch counts).
+    ``inputs(audio, key) -> (batch, frames, n_mels)``: the network's input (default: the log-mel
+    cut to ``model.frames``; AST-SED's is its normalised fbank)."""
     f, b = config.stages[name], config.batch
+    inputs = inputs or (lambda audio, key: mel_frames(audio, fe, config.model.frames, key=key))
     segments = segments or sed_augment.batch_segments((b.strong, b.weak, b.unlabeled))
     augment = sed_augment.stage_augment(f, fe, segments, (b.strong, b.weak, b.unlabeled))
     if f.rampup not in RAMPS:
@@ -111,7 +114,7 @@ def finetune_loss_fn(config, fe, name: str, segments=None):
     def loss_fn(model, batch, rng, teacher, step):
         k_aug, k_student, k_teacher = jax.random.split(rng, 3)
         # one mel-bank jitter for both networks (the reference's student extractor feeds both)
-        mel = mel_frames(batch["audio"], fe, config.model.frames, key=jax.random.fold_in(k_aug, 3))
+        mel = inputs(batch["audio"], jax.random.fold_in(k_aug, 3))
         mel, teacher_mel, strong, weak = augment.pair(k_aug, mel, batch["strong"], batch["weak"])
         student = model.sed_forward(mel, train=True, rngs=k_student)
         teacher_out = teacher.sed_forward(teacher_mel, train=True, rngs=k_teacher, sliding=teacher_sliding)
@@ -238,21 +241,23 @@ def _built_on_first_call(build):
     return call
 
 
-def finetune_stage(config, data: task.SEDData, index: int, previous: str | None) -> Stage:
+def finetune_stage(config, data: task.SEDData, index: int, previous: str | None, *, inputs=None,
+                   frozen_groups=()) -> Stage:
     """Mean-teacher fine-tuning stage ``index`` from ``previous``'s weights. With
     ``model.finetune_lora='merge'`` the encoder's LoRA adapters are folded into its kernels when
     stage 1 starts and stay frozen, as the reference fine-tunes merged PaSST weights (row 21);
-    'train' keeps training them."""
+    'train' keeps training them. ``inputs``: see ``finetune_loss_fn``; ``frozen_groups``: more
+    groups ahead of the stage's own (another network's unused parameters)."""
     name = f"finetune{index}"
     fe = frontend_config(config)
     mode = config.model.get("finetune_lora", "train")
     if mode not in ("merge", "train"):
         raise ConfigError(f"model.finetune_lora={mode!r}; expected 'merge' or 'train'")
-    frozen = list(FROZEN_IN_STAGE[name])
+    frozen = list(frozen_groups) + list(FROZEN_IN_STAGE[name])
     if mode == "merge":
         frozen.insert(0, {"name": "merged_lora", "pattern": LORA_PATH_PATTERN, "lr": 0.0})
     edit = merge_adapters if mode == "merge" and index == 1 and model_config(config).vit.lora_rank else None
-    return Stage(name, loss=finetune_loss_fn(config, fe, name),
+    return Stage(name, loss=finetune_loss_fn(config, fe, name, inputs=inputs),
                  batches=lambda: data.mixed_batches(data.finetune_counts(), config.seed + index),
                  batch_keys=task.TRAIN_KEYS, init_from=previous, start_edit=edit,
                  **stage_fields(config.stages[name], f"stages.{name}", extra_groups=frozen,

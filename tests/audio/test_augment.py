@@ -8,11 +8,25 @@ from jaxaudio.audio import augment as A
 from jaxaudio.errors import ConfigError
 
 KEY = jax.random.key(0)
-# Eager jax.random.beta dispatches many small ops; jit keeps the tests fast.
-mixup = jax.jit(A.mixup, static_argnames=("alpha", "beta", "prob"))
-mixup_params = jax.jit(A.mixup_params, static_argnums=(1, 2, 3, 4))
+# Eager jax.random.beta dispatches many small ops; jit keeps the tests fast. A Beta draw is what
+# these tests spend most on compiling (about a second per program on a busy CPU), so calls that
+# draw the same one share a program: in one jit XLA computes identical draws once.
 filter_augment = jax.jit(A.filter_augment, static_argnames=(
     "db_range", "n_bands", "min_bw", "mode", "units_per_db"))
+
+
+@jax.jit
+def mixup_and_params(key, x, frame_y, clip_y, prob):
+    """``A.mixup`` of x and both label arrays with a traced ``prob`` (as ``SEDAugment`` passes
+    one), beside ``A.mixup_params`` of the same key: one compiled program for the mixup tests."""
+    return A.mixup(key, x, frame_y, clip_y, alpha=0.2, beta=0.2, prob=prob), \
+        A.mixup_params(key, x.shape[0], 0.2, 0.2, prob)
+
+
+def mixup_case():
+    x = jax.random.normal(jax.random.key(1), (8, 20, 16))
+    frame_y = (jax.random.uniform(jax.random.key(2), (8, 5, 10)) > 0.5).astype(jnp.float32)
+    return x, frame_y, frame_y.max(axis=1)
 
 
 def runs(mask_row):
@@ -51,7 +65,7 @@ def test_several_masks_cover_at_most_num_masks_times_width():
 
 def test_mean_fill_uses_each_examples_mean():
     x = jnp.arange(2 * 6 * 4, dtype=jnp.float32).reshape(2, 6, 4)
-    out = np.asarray(A.freq_mask(KEY, x, max_width=4, fill="mean"))
+    out = np.asarray(jax.jit(lambda k, x: A.freq_mask(k, x, max_width=4, fill="mean"))(KEY, x))
     for b in range(2):
         changed = out[b] != np.asarray(x[b])
         assert np.all(out[b][changed] == np.asarray(x[b]).mean())
@@ -61,11 +75,8 @@ def test_mean_fill_uses_each_examples_mean():
 
 def test_mixup_is_the_convex_combination_for_every_label_array():
     k = jax.random.key(3)
-    x = jax.random.normal(jax.random.key(1), (8, 20, 16))
-    frame_y = (jax.random.uniform(jax.random.key(2), (8, 5, 10)) > 0.5).astype(jnp.float32)
-    clip_y = frame_y.max(axis=1)
-    xm, fm, cm = mixup(k, x, frame_y, clip_y, alpha=0.2, beta=0.2)
-    lam, perm = mixup_params(k, 8, 0.2, 0.2)
+    x, frame_y, clip_y = mixup_case()
+    (xm, fm, cm), (lam, perm) = mixup_and_params(k, x, frame_y, clip_y, 1.0)
     lam, perm = float(lam), np.asarray(perm)
     assert 0.0 <= lam <= 1.0 and sorted(perm) == list(range(8))
     for got, a in [(xm, x), (fm, frame_y), (cm, clip_y)]:
@@ -75,9 +86,11 @@ def test_mixup_is_the_convex_combination_for_every_label_array():
 
 
 def test_mixup_prob_zero_leaves_input_and_beta_mean_is_right():
-    x = jnp.ones((4, 3, 2)) * jnp.arange(4.0)[:, None, None]
-    (same,) = mixup(KEY, x, prob=0.0)
-    np.testing.assert_array_equal(np.asarray(same), np.asarray(x))
+    x, frame_y, clip_y = mixup_case()
+    (same, same_frame, same_clip), (lam, _) = mixup_and_params(KEY, x, frame_y, clip_y, 0.0)
+    for got, a in [(same, x), (same_frame, frame_y), (same_clip, clip_y)]:
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(a))
+    assert float(lam) == 1.0
     lams = jax.jit(jax.vmap(lambda k: A.mixup_params(k, 4, 10.0, 0.5)[0]))(
         jax.random.split(KEY, 4000))
     # Beta(10, 0.5) has mean 10 / 10.5; standard error ~ 0.06 / sqrt(4000) ~ 1e-3.
@@ -88,9 +101,9 @@ def test_mixup_prob_zero_leaves_input_and_beta_mean_is_right():
 
 def test_roll_time_hand_worked():
     # 8 feature frames, 4 label frames (2 feature frames per label frame).
-    x = jnp.arange(8.0)[None, :, None].repeat(2, axis=0)  # x[b, t, 0] = t
-    y = jnp.eye(4)[None].repeat(2, axis=0)  # label frame j is class j
-    xs, ys = A.roll_time(x, y, jnp.array([3, -3]))
+    x = np.arange(8.0, dtype=np.float32)[None, :, None].repeat(2, axis=0)  # x[b, t, 0] = t
+    y = np.eye(4, dtype=np.float32)[None].repeat(2, axis=0)  # label frame j is class j
+    xs, ys = jax.jit(A.roll_time)(x, y, np.array([3, -3]))   # one compile, not one per op
     np.testing.assert_array_equal(np.asarray(xs)[0, :, 0], [5, 6, 7, 0, 1, 2, 3, 4])
     np.testing.assert_array_equal(np.asarray(xs)[1, :, 0], [3, 4, 5, 6, 7, 0, 1, 2])
     # shift 3 -> floor(1.5) = 1 label frame; shift -3 -> floor(-1.5) = -2.
@@ -155,14 +168,16 @@ def test_filter_augment_units_scale_the_gain():
 def test_same_key_same_output_different_key_different(name):
     x = jax.random.normal(jax.random.key(9), (8, 30, 24))
     y = jnp.ones((8, 10, 5)) * jnp.arange(8.0)[:, None, None]
+    x_mix, *labels_mix = mixup_case()
     fns = {
-        "time": lambda k: A.time_mask(k, x, 10),
-        "freq": lambda k: A.freq_mask(k, x, 10),
-        "mixup": lambda k: A.mixup(k, x, y)[0],
-        "shift": lambda k: A.frame_shift(k, x, y, 5.0)[0],
-        "filter": lambda k: A.filter_augment(k, x),
+        "time": jax.jit(lambda k: A.time_mask(k, x, 10)),
+        "freq": jax.jit(lambda k: A.freq_mask(k, x, 10)),
+        # mixup: the program the mixup tests above compiled (the mixed features)
+        "mixup": lambda k: mixup_and_params(k, x_mix, *labels_mix, 1.0)[0][0],
+        "shift": jax.jit(lambda k: A.frame_shift(k, x, y, 5.0)[0]),
+        "filter": jax.jit(lambda k: A.filter_augment(k, x)),
     }
-    fn = jax.jit(fns[name])
+    fn = fns[name]
     a, b, c = fn(jax.random.key(1)), fn(jax.random.key(1)), fn(jax.random.key(2))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(a), np.asarray(c))
@@ -173,8 +188,8 @@ def test_bad_arguments_name_the_parameter():
         A.time_mask(KEY, jnp.zeros((1, 5, 5)), max_width=9)
     with pytest.raises(ConfigError, match="mode"):
         A.filter_augment(KEY, jnp.zeros((1, 5, 5)), mode="cubic")
-    with pytest.raises(ConfigError, match="fill"):
-        A.freq_mask(KEY, jnp.zeros((1, 5, 5)), 2, fill="noise")
+    with pytest.raises(ConfigError, match="fill"):   # raised while tracing: nothing to run
+        jax.eval_shape(lambda: A.freq_mask(KEY, jnp.zeros((1, 5, 5)), 2, fill="noise"))
 
 
 # ----------------------------------------------------------------------------- the SED recipes' batch augment
@@ -216,11 +231,11 @@ def test_sed_make_augment_defaults_are_bit_identical_to_before(kwargs):
 
     segments = sed_augment.batch_segments((6, 3, 3))
     batch = _sed_batch()
-    now = jax.jit(sed_augment.SEDAugment(segments, **kwargs))
-    before = jax.jit(_make_augment_before_knobs(segments, **kwargs))
+    now = sed_augment.SEDAugment(segments, **kwargs)
+    before = _make_augment_before_knobs(segments, **kwargs)
+    both = jax.jit(lambda key, *batch: (now(key, *batch), before(key, *batch)))   # one compile, not two
     for seed in range(6):
-        key = jax.random.key(seed)
-        for a, b in zip(now(key, *batch), before(key, *batch)):
+        for a, b in zip(*both(jax.random.key(seed), *batch)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -230,10 +245,14 @@ def test_sed_make_augment_filter_mapping_reaches_filter_augment():
     feats, strong, weak = _sed_batch()
     setting = {"db_range": (-26.0, 26.0), "n_bands": (2, 5), "min_bw": 4, "mode": "step"}
     fn = sed_augment.SEDAugment([], frame_shift_sigma=0.0, mixup_prob=0.0, filter_augment=setting, units_per_db=0.5)
-    key = jax.random.key(4)
-    out = fn(key, feats, strong, weak)[0]
-    k_filter = jax.random.split(key, 3)[2]
-    expected = A.filter_augment(k_filter, feats, db_range=(-26.0, 26.0), n_bands=(2, 5), min_bw=4, units_per_db=0.5)
+
+    @jax.jit   # one program: op by op, eager JAX would compile every op of both apart
+    def out_and_expected(key):
+        k_filter = jax.random.split(key, 3)[2]
+        return fn(key, feats, strong, weak)[0], A.filter_augment(k_filter, feats, db_range=(-26.0, 26.0),
+                                                                 n_bands=(2, 5), min_bw=4, units_per_db=0.5)
+
+    out, expected = out_and_expected(jax.random.key(4))
     np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
     gains = np.asarray(out - feats)[:, 0, :] / 0.5   # dB, constant over time
     assert np.abs(gains).max() <= 26.0 + 1e-4 and np.abs(gains).max() > 6.0   # beyond the DCASE +-6 dB
@@ -279,10 +298,14 @@ def test_sed_mixup_lambda_follows_the_configured_beta():
     from experiments.sed import augment as sed_augment
 
     feats, strong, _ = _sed_batch(rows=2)
-    for alpha, beta in ((10.0, 0.5), (0.2, 0.2)):
-        fn = jax.jit(sed_augment.SEDAugment([(0, 2)], frame_shift_sigma=0.0, mixup_prob=1.0, filter_augment=False,
-                                              mixup_alpha=alpha, mixup_beta=beta))
-        rows = np.array([np.asarray(fn(jax.random.key(s), feats, strong, jnp.eye(2))[2])[0] for s in range(400)])
+    settings = ((10.0, 0.5), (0.2, 0.2))
+    augments = [sed_augment.SEDAugment([(0, 2)], frame_shift_sigma=0.0, mixup_prob=1.0, filter_augment=False,
+                                       mixup_alpha=alpha, mixup_beta=beta) for alpha, beta in settings]
+    # both settings in one program (one compile): row 0 of the weak labels, per setting
+    fn = jax.jit(lambda key: jnp.stack([aug(key, feats, strong, jnp.eye(2))[2][0] for aug in augments]))
+    draws = np.array([np.asarray(fn(jax.random.key(s))) for s in range(400)])   # (400, setting, 2)
+    for i, (alpha, beta) in enumerate(settings):
+        rows = draws[:, i]
         lam = rows[rows[:, 1] > 0, 0]
         var = alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1))
         assert len(lam) > 100 and abs(lam.mean() - alpha / (alpha + beta)) < 4 * np.sqrt(var / len(lam))
@@ -367,12 +390,12 @@ def test_two_views_share_shift_and_mixup_but_not_the_label_free_draw():
     one = sed_augment.SEDAugment(segments, **kwargs)
     two = sed_augment.SEDAugment(segments, two_views=True, **kwargs)
     key = jax.random.key(5)
-    s1, t1, y1, w1 = jax.jit(one.pair)(key, feats, strong, weak)
-    s2, t2, y2, w2 = jax.jit(two.pair)(key, feats, strong, weak)
+    # one compiled program for the three calls (their common draws computed once), not three
+    (s1, t1, y1, w1), (s2, t2, y2, w2), call = jax.jit(
+        lambda *args: (one.pair(*args), two.pair(*args), one(*args)))(key, feats, strong, weak)
     np.testing.assert_array_equal(np.asarray(s1), np.asarray(t1))          # one view: the teacher sees it too
     for a, b in ((s1, s2), (y1, y2), (w1, w2)):                             # the student's view is unchanged
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(s2), np.asarray(t2))
     # the one-network call is the pair's student view
-    call = jax.jit(one)(key, feats, strong, weak)
     np.testing.assert_array_equal(np.asarray(call[0]), np.asarray(s1))

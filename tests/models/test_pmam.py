@@ -40,7 +40,7 @@ def test_prototype_probs_against_numpy():
     mu = np.asarray(jax.random.normal(key(1), (4, 6)), np.float64) * 3.0  # unnormalised means
     mu[0] = h[0, 0] * 2.5  # cos = 1 -> sigmoid(10)
     mu[1] = -h[0, 1]  # cos = -1 -> sigmoid(-14)
-    got = np.asarray(prototype_probs(jnp.asarray(h, jnp.float32), jnp.asarray(mu, jnp.float32)))
+    got = np.asarray(jax.jit(prototype_probs)(h.astype(np.float32), mu.astype(np.float32)))   # one compile
     np.testing.assert_allclose(got, numpy_prototype_probs(h, mu), rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(got[0, 0, 0], 1 / (1 + np.exp(-10.0)), rtol=1e-5)
     np.testing.assert_allclose(got[0, 1, 1], 1 / (1 + np.exp(14.0)), rtol=1e-3)
@@ -49,7 +49,9 @@ def test_prototype_probs_against_numpy():
 
 
 class Short:
-    """SHORT model plus one jit function per entry point, each compiled once for the whole file."""
+    """SHORT model plus jit functions, each compiled once for the whole file: the MAM pass, and one
+    program for the unmasked eval passes (encode, SED and the unmasked context, which share the
+    encoder: XLA computes it once, where three programs would each compile it)."""
 
     def __init__(self):
         model = PMAM(SHORT, rngs=nnx.Rngs(key(0)))
@@ -57,16 +59,25 @@ class Short:
         self.mel = jax.random.normal(key(1), (2, 200, 128))
         self.protos = jax.random.normal(key(6), (SHORT.n_prototypes, SHORT.prototype_dim))
         g = self.graphdef
-        self.encode = jax.jit(lambda s, x: nnx.merge(g, s).encode(x, train=False))
         self.mam = jax.jit(lambda s, x, k, p, mu: nnx.merge(g, s).mam_forward(x, k, p, prototypes=mu, train=False))
-        self.sed = jax.jit(lambda s, x: nnx.merge(g, s).sed_forward(x, train=False))
 
-        def unmasked(s, x):
+        @jax.jit
+        def unmasked_passes(s, x):
             m = nnx.merge(g, s)
             last = m.context_features(x, SHORT.context_layers - 1, train=False)
-            return m.mlm_head(last), m.gmm_features(x, "transformer_0")
+            return {"encode": m.encode(x, train=False), "sed": m.sed_forward(x, train=False),
+                    "unmasked": (m.mlm_head(last), m.gmm_features(x, "transformer_0"))}
 
-        self.unmasked = jax.jit(unmasked)
+        self._unmasked_passes = unmasked_passes
+
+    def encode(self, state, mel):
+        return self._unmasked_passes(state, mel)["encode"]
+
+    def sed(self, state, mel):
+        return self._unmasked_passes(state, mel)["sed"]
+
+    def unmasked(self, state, mel):
+        return self._unmasked_passes(state, mel)["unmasked"]
 
     def model(self):
         return nnx.merge(self.graphdef, self.state, copy=True)

@@ -65,8 +65,9 @@ def test_passt_s_grid_and_parameter_count():
     want = (256 * d + d) + 2 * d + 2 * d + 12 * d + 99 * d + 12 * block + 2 * d
     got = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     assert got == want  # ViT-B without heads: 85.2M
-    embed = PatchEmbed(PASST_S, rngs=nnx.Rngs(key(0)))
-    assert embed(jnp.zeros((1, 998, 128))).shape == (1, 12, 99, 768)
+    embed = nnx.eval_shape(lambda: PatchEmbed(PASST_S, rngs=nnx.Rngs(key(0))))   # shapes only
+    assert nnx.eval_shape(lambda m, x: m(x), embed, jax.ShapeDtypeStruct((1, 998, 128), jnp.float32)).shape == (
+        1, 12, 99, 768)
     assert PASST_S_AUDIOSET.patchout_time == 40 and PASST_S_AUDIOSET.patchout_freq == 4
 
 
@@ -184,13 +185,19 @@ def test_frequency_pool_mean_and_attention():
     want = np.zeros((2, n_t, dim))
     for ti in range(n_t):
         want[:, ti] = sum(t[:, f * n_t + ti] for f in range(n_f)) / n_f
-    np.testing.assert_allclose(np.asarray(frequency_pool(tokens, n_f, n_t)), want, atol=1e-6)
     pool = AttentionPool(dim, 2, rngs=nnx.Rngs(key(9)))
-    pool_eval = functools.partial(pool, train=False)
-    got = np.asarray(frequency_pool(tokens, n_f, n_t, mode="attention", pool_module=pool_eval))
+
+    @nnx.jit   # one program: op by op, eager JAX would compile each op apart
+    def pools(pool, tokens):
+        mean = frequency_pool(tokens, n_f, n_t)
+        attended = frequency_pool(tokens, n_f, n_t, mode="attention", pool_module=functools.partial(pool, train=False))
+        columns = [pool(tokens[:, ti::n_t], train=False) for ti in range(n_t)]  # the n_f patches at time ti
+        return mean, attended, columns
+
+    mean, got, columns = pools(pool, tokens)
+    np.testing.assert_allclose(np.asarray(mean), want, atol=1e-6)
     for ti in range(n_t):
-        column = tokens[:, ti::n_t]  # the n_f patches at time ti
-        np.testing.assert_allclose(got[:, ti], np.asarray(pool(column, train=False)), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(got)[:, ti], np.asarray(columns[ti]), atol=1e-5)
     with pytest.raises(ConfigError):
         frequency_pool(tokens[:, 1:], n_f, n_t)
     with pytest.raises(ConfigError):
@@ -217,7 +224,7 @@ def test_interpolate_linear_matches_np_interp_and_torch_convention():
 
 def test_jit_and_vmap_match_eager():
     model = tiny_model(seed=2, depth=2)
-    x = mel(3, frames=100, seed=4)
+    x = mel(seed=4)  # the shapes the eager tests above already compiled, op by op
     eager = model(x, train=False)["patch_tokens"]
     jitted = nnx.jit(lambda m, x: m(x, train=False)["patch_tokens"])(model, x)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=1e-5)
@@ -236,14 +243,13 @@ def test_tiny_forward_backward_with_patchout_and_dropout():
     graphdef, params = nnx.split(model)
     x = mel(frames=160)  # 15 time patches
 
-    @jax.jit
     def loss_fn(params, x, k):
         out = nnx.merge(graphdef, params)(x, train=True, rngs=k)
         n_f, n_t = 4, 11
         pooled = frequency_pool(out["patch_tokens"], n_f, n_t)
         return jnp.mean(interpolate_time(pooled, 10) ** 2)
 
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, key(11))
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params, x, key(11))   # one compile: forward and backward
     assert np.isfinite(float(loss))
     leaves = jax.tree.leaves(grads)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
@@ -300,10 +306,14 @@ def test_lora_param_groups_train_only_adapters():
     assert all("/query/" in n or "/value/" in n for n in lora_names)
     groups = lora_param_groups("", 1e-2)
     opt = make_optimizer(groups, {"lr": 1e-2}, clip_norm=None, total_steps=10)
-    state = opt.init(params)
-    grads = jax.tree.map(jnp.ones_like, params)
-    updates, _ = opt.update(grads, state, params)
-    new = optax.apply_updates(params, updates)
+
+    @jax.jit   # one program: op by op, eager JAX would compile each update op apart
+    def one_step(params):
+        grads = jax.tree.map(jnp.ones_like, params)
+        updates, _ = opt.update(grads, opt.init(params), params)
+        return optax.apply_updates(params, updates)
+
+    new = one_step(params)
     for (path, old), newv in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(new)):
         changed = not np.array_equal(np.asarray(old), np.asarray(newv))
         assert changed == is_lora_path(path_to_str(path)), path_to_str(path)

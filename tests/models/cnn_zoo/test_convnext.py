@@ -1,8 +1,13 @@
 """ConvNeXt-T (``cnn_zoo/convnext.py``): shapes for 1 and 3 input channels, timm's structure,
 LayerNorm (no batch statistics: train and eval agree without stochastic depth), stochastic depth
 and dropout only in training, parameter counts (published against timm's), jit, and config
-errors. Numerical parity with timm is in tests/convert/test_timm_convnext_vs_timm.py."""
+errors. Numerical parity with timm is in tests/convert/test_timm_convnext_vs_timm.py.
+
+The numeric tests use tiny models with numpy weights (a real init compiles every initializer shape
+apart; the init's layer scale is checked in ``test_published_structure_follows_timm``); one of them
+and its train step (which also gives the train-mode logits) serve two tests."""
 import dataclasses
+import functools
 import math
 
 import jax
@@ -21,9 +26,29 @@ def build(preset="tiny", **overrides):
     return ConvNeXt(dataclasses.replace(ENTRIES[NAME].presets[preset], **overrides), rngs=nnx.Rngs(key(0)))
 
 
+@functools.cache
 def abstract(preset="tiny", **overrides):
-    """The model with shapes only: nothing allocated or compiled."""
+    """The model with shapes only: nothing allocated or compiled (built once per configuration:
+    the tests only read it)."""
     return nnx.eval_shape(lambda: build(preset, **overrides))
+
+
+def build_numpy(seed=0, **overrides):
+    """The tiny model with numpy weights: He-normal kernels, LayerNorm at its init (scale 1,
+    shift 0), biases 0 and the layer scale gamma at its init, 1e-6."""
+    model = nnx.eval_shape(lambda: build("tiny", **overrides))
+    rng = np.random.default_rng(seed)
+    state = nnx.state(model)
+    fill = {"scale": 1.0, "gamma": 1e-6}
+    for path, var in nnx.to_flat_state(state):
+        shape, leaf = var.get_value().shape, str(path[-1])
+        if leaf == "kernel":
+            value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
+        else:
+            value = np.full(shape, fill.get(leaf, 0.0))
+        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
+    nnx.update(model, state)
+    return model
 
 
 def n_params(model) -> int:
@@ -36,7 +61,8 @@ def key(seed):
 
 
 def images(shape, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+    """float32 numpy: ``jnp.asarray`` of a numpy array compiles a program per shape, eagerly."""
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
@@ -87,21 +113,38 @@ def forward(model, x, train, rngs=None):
     return model(x, train=train, rngs=rngs)
 
 
-def test_no_batch_statistics_and_eval_is_deterministic():
+@pytest.fixture(scope="module")
+def plain():
+    """A tiny model without stochastic depth or dropout (1 channel, 5 classes), a batch, and its
+    jit value-and-grad train step -> (loss, train-mode logits, gradients)."""
+    model = build_numpy(num_classes=5, in_channels=1)
+    x, y = 2.0 + images((4, 32, 32, 1)), np.arange(4) % 5
+
+    @nnx.jit
+    def step(model, x, y):
+        def loss_fn(m):
+            logits = m(x, train=True)
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1)), logits
+        (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        return loss, logits, grads
+
+    return model, x, y, step
+
+
+def test_no_batch_statistics_and_eval_is_deterministic(plain):
     """LayerNorm normalises each position on its own: train (without stochastic depth or dropout)
     equals eval, and a sample's output does not depend on the rest of the batch."""
-    model = build(num_classes=5, in_channels=1)
-    x = 2.0 + images((4, 32, 32, 1))
-    other = x.at[1:].set(images((3, 32, 32, 1), seed=1))   # same first sample, different rest of the batch
+    model, x, y, step = plain
+    other = x.copy()
+    other[1:] = images((3, 32, 32, 1), seed=1)   # same first sample, different rest of the batch
     ref = forward(model, x, False)
-    np.testing.assert_allclose(forward(model, x, True), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(step(model, x, y)[1], ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(forward(model, other, False)[0], ref[0], rtol=1e-5, atol=1e-5)
     assert not nnx.state(model, nnx.BatchStat)
 
 
 def test_stochastic_depth_and_dropout_only_in_training():
-    cfg = dataclasses.replace(ENTRIES[NAME].presets["tiny"], drop_path_rate=0.3, drop_rate=0.5, num_classes=5)
-    model = ConvNeXt(cfg, rngs=nnx.Rngs(key(0)))
+    model = build_numpy(drop_path_rate=0.3, drop_rate=0.5, num_classes=5)
     rates = [b.drop_rate for s in model.stages for b in s.blocks]
     np.testing.assert_allclose(rates, np.linspace(0, 0.3, 5))   # timm: linear over all blocks
     x = images((4, 32, 32, 3))
@@ -124,20 +167,10 @@ def test_drop_path_drops_whole_samples():
     np.testing.assert_array_equal(drop_path(x, 0.25, train=False, rngs=None), x)
 
 
-def test_jit_train_step():
-    """A jit value-and-grad step (batch 8, 64x64, 3 channels) runs: finite loss and a nonzero
-    gradient for every parameter."""
-    model = build(num_classes=4)
-    x, y = images((8, 64, 64, 3)), jnp.arange(8) % 4
-
-    @nnx.jit
-    def step(model, x, y):
-        def loss_fn(m):
-            logits = m(x, train=True)
-            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
-        return nnx.value_and_grad(loss_fn)(model)
-
-    loss, grads = step(model, x, y)
+def test_jit_train_step(plain):
+    """A jit value-and-grad step runs: finite loss and a nonzero gradient for every parameter."""
+    model, x, y, step = plain
+    loss, _, grads = step(model, x, y)
     assert np.isfinite(loss)
     assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in jax.tree.leaves(grads))
 

@@ -4,10 +4,12 @@ size, the published preset's size, timm's parameter names (through ``rename``) a
 Parity with timm is in tests/convert/test_timm_densenet_vs_timm.py.
 
 Shape checks run on abstract models (``nnx.eval_shape``, no compile); the numeric ones share one
-tiny model (dropout on) and two compiled programs (an eval forward and a
+tiny model (dropout on; numpy weights: a real init compiles every initializer shape apart, seconds the
+checks here need not spend) and two compiled programs (an eval forward and a
 jitted train step, at one batch shape)."""
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +31,27 @@ def build(preset="tiny", seed=0, **overrides):
     return ENTRY.model(dataclasses.replace(ENTRY.presets[preset], **overrides), rngs=nnx.Rngs(seed))
 
 
+@functools.cache
 def abstract(preset="tiny", **overrides):
+    """Shapes only (built once per configuration: the tests only read it)."""
     return nnx.eval_shape(lambda: build(preset, **overrides))
+
+
+def build_numpy(seed=0, **overrides):
+    """The tiny model with numpy weights: He-normal kernels, other parameters and BatchNorm at
+    their init (scale / var 1, the rest 0)."""
+    model = nnx.eval_shape(lambda: build("tiny", **overrides))
+    rng = np.random.default_rng(seed)
+    state = nnx.state(model)
+    for path, var in nnx.to_flat_state(state):
+        shape, leaf = var.get_value().shape, str(path[-1])
+        if leaf == "kernel":
+            value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
+        else:
+            value = np.full(shape, 1.0 if leaf in ("scale", "var") else 0.0)
+        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
+    nnx.update(model, state)
+    return model
 
 
 def n_params(model) -> int:
@@ -38,7 +59,8 @@ def n_params(model) -> int:
 
 
 def images(batch=4, side=64, channels=3, seed=0):
-    return jax.random.normal(jax.random.key(seed), (batch, side, side, channels))
+    """float32 numpy: eager jax.random and ``jnp.asarray`` compile programs per shape."""
+    return np.random.default_rng(seed).normal(size=(batch, side, side, channels)).astype(np.float32)
 
 
 def out_shape(model, side, channels=3, method="__call__"):
@@ -59,7 +81,7 @@ def published():
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build(num_classes=5, drop_rate=0.3, proj_drop_rate=0.2)
+    return build_numpy(num_classes=5, drop_rate=0.3, proj_drop_rate=0.2)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -118,7 +140,8 @@ def train_step(tiny):
 
 def test_batchnorm_train_vs_eval(tiny, train_step):
     x = images()
-    x2 = x.at[1:].set(3.0 * images(batch=3, seed=1) + 1.0)          # the same first image in another batch
+    x2 = x.copy()
+    x2[1:] = 3.0 * images(batch=3, seed=1) + 1.0                    # the same first image in another batch
     bn = tiny.trunk.denseblock2.denselayer1.norm2
     assert bn.epsilon == 1e-5 and bn.momentum == pytest.approx(0.9)
     mean0 = np.asarray(bn.mean.get_value())

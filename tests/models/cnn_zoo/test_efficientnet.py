@@ -35,7 +35,7 @@ def build(cfg=EFFICIENTNET_B0_TINY, seed=0, **overrides):
             value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
         else:
             value = np.full(shape, 1.0 if leaf in ("scale", "var") else 0.0)
-        var.set_value(jnp.asarray(value, jnp.float32))
+        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
     nnx.update(model, state)
     return model
 
@@ -45,7 +45,8 @@ def n_params(model) -> int:
 
 
 def images(shape, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+    """float32 numpy: ``jnp.asarray`` of a numpy array compiles a program per shape, eagerly."""
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
 def test_entry():

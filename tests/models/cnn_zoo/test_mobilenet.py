@@ -38,7 +38,7 @@ def build(name, preset="tiny", seed=0, **overrides):
             value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
         else:
             value = np.full(shape, 1.0 if leaf in ("scale", "var") else 0.0)
-        var.set_value(jnp.asarray(value, jnp.float32))
+        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
     nnx.update(model, state)
     return model
 
@@ -56,12 +56,25 @@ def forward(model, x, *, train):
     return _forward(graphdef, state, x, train=train)
 
 
+@functools.cache
+def published(name):
+    """The published preset, abstract, built once for the structure and the count tests (which only read it)."""
+    return abstract(name, "published")
+
+
+@functools.cache
+def numeric_model(name):
+    """The tiny model (4 classes, 1 channel) of the numeric tests, built once: they leave it as it was."""
+    return build(name, num_classes=4, in_channels=1)
+
+
 def n_params(model) -> int:
     return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def images(shape, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+    """float32 numpy: ``jnp.asarray`` of a numpy array compiles a program per shape, eagerly."""
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -82,7 +95,7 @@ def test_output_shapes(name, in_channels):
 def test_published_structure_follows_timm():
     """Stage strings -> blocks: V1 has no head conv, 1024 features and no residuals; V2's
     expanded widths are 6x the input, residuals exactly where stride 1 keeps the width."""
-    v1, v2 = abstract("mobilenet_v1", "published"), abstract("mobilenet_v2", "published")
+    v1, v2 = published("mobilenet_v1"), published("mobilenet_v2")
     assert v1.conv_head is None and v1.num_features == 1024 and v2.num_features == 1280
     assert [len(s) for s in v1.blocks] == [1, 2, 2, 6, 2]
     assert not any(b.has_skip for s in v1.blocks for b in s) and all(b.pw_act for s in v1.blocks for b in s)
@@ -98,8 +111,8 @@ def test_published_structure_follows_timm():
 def test_parameter_counts():
     """Published presets against timm's counts (mobilenetv1_100 4.23 M, mobilenetv2_100 3.50 M,
     1000 classes); tiny presets under 0.5 M."""
-    assert n_params(abstract("mobilenet_v1", "published")) == 4_231_976
-    assert n_params(abstract("mobilenet_v2", "published")) == 3_504_872
+    assert n_params(published("mobilenet_v1")) == 4_231_976
+    assert n_params(published("mobilenet_v2")) == 3_504_872
     assert n_params(abstract("mobilenet_v1", num_classes=45)) == 50_493
     assert n_params(abstract("mobilenet_v2", num_classes=45)) == 70_109
 
@@ -113,9 +126,10 @@ def test_make_divisible_as_timm():
 def test_batchnorm_eval_mode(name):
     """train=False uses the running averages, so a sample's logits do not depend on the rest of
     its batch, and leaves them unchanged."""
-    model = build(name, num_classes=4, in_channels=1)
+    model = numeric_model(name)
     x = 2.0 + images((8, 64, 64, 1))
-    other = x.at[1:].set(images((7, 64, 64, 1), seed=1))   # sample 0 in another batch
+    other = x.copy()
+    other[1:] = images((7, 64, 64, 1), seed=1)   # sample 0 in another batch
     logits, stats = forward(model, x, train=False)
     np.testing.assert_allclose(forward(model, other, train=False)[0][0], logits[0], rtol=1e-5, atol=1e-6)
     jax.tree.map(np.testing.assert_array_equal, stats, nnx.state(model, nnx.BatchStat))
@@ -126,7 +140,7 @@ def test_jit_train_step_and_batchnorm_train_mode():
     nonzero gradient for every parameter, and moves the running averages by PyTorch's momentum
     0.1 towards the batch's statistics (checked at the stem's BatchNorm). MobileNet V1 here: its
     "dsa" blocks are its own; the "ds" / "ir" blocks of V2 train in test_efficientnet.py."""
-    model = build("mobilenet_v1", num_classes=4, in_channels=1)
+    model = numeric_model("mobilenet_v1")
     x, y = 2.0 + images((8, 64, 64, 1)), jnp.arange(8) % 4
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 

@@ -1,8 +1,14 @@
 """ResNet-50 and ResNet-V2 (``cnn_zoo/resnet.py``): shapes for 1 and 3 input channels, the block
 structure of timm's models, BatchNorm's train and eval modes against the batch statistics,
 dropout only in training, parameter counts (published presets against timm's), jit, and config
-errors. Numerical parity with timm is in tests/convert/test_timm_resnet_vs_timm.py."""
+errors. Numerical parity with timm is in tests/convert/test_timm_resnet_vs_timm.py.
+
+The numeric tests share, per model, one tiny model with numpy weights (a real init compiles every
+initializer shape apart; the init itself is checked in ``test_published_structure_follows_timm``) and
+three compiled programs: an eval forward, the stem, and a functional train step (value and grad, the
+logits and the new BatchNorm statistics), all at one batch shape."""
 import dataclasses
+import functools
 import math
 
 import jax
@@ -37,7 +43,25 @@ def key(seed):
 
 
 def images(shape, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+    """float32 numpy: ``jnp.asarray`` of a numpy array compiles a program per shape, eagerly."""
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def build_numpy(name, seed=0, **overrides):
+    """The tiny model with numpy weights: He-normal kernels, other parameters and BatchNorm at
+    their init (scale / var 1, the rest 0; so no zero-init last BN)."""
+    model = abstract(name, **overrides)
+    rng = np.random.default_rng(seed)
+    state = nnx.state(model)
+    for path, var in nnx.to_flat_state(state):
+        shape, leaf = var.get_value().shape, str(path[-1])
+        if leaf == "kernel":
+            value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
+        else:
+            value = np.full(shape, 1.0 if leaf in ("scale", "var") else 0.0)
+        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
+    nnx.update(model, state)
+    return model
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -106,29 +130,74 @@ def forward(model, x, train, rngs=None):
     return model(x, train=train, rngs=rngs)
 
 
+CLASSES = 5
+X = 2.0 + images((4, 32, 32, 1))
+OTHER = X.copy()
+OTHER[1:] = images((3, 32, 32, 1), seed=1)   # same first sample, different rest of the batch
+Y = np.arange(4) % CLASSES
+
+
+class Numeric:
+    """One tiny model (1 channel, 5 classes, dropout 0.5 before the classifier) and its train
+    step, compiled once for the file's numeric tests; the step is functional: the model is left
+    as it was."""
+
+    def __init__(self, name):
+        self.model = build_numpy(name, num_classes=CLASSES, in_channels=1, drop_rate=0.5)
+        graphdef, self.params, self.rest = nnx.split(self.model, nnx.Param, ...)
+
+        @jax.jit
+        def step(params, rest, x, y, rngs):
+            def loss_fn(p):
+                m = nnx.merge(graphdef, p, rest, copy=True)
+                logits = m(x, train=True, rngs=rngs)
+                loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+                return loss, (logits, nnx.state(m, nnx.Not(nnx.Param)))
+            (loss, (logits, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            return loss, logits, grads, new_rest
+
+        self._step = step
+
+    def step(self, x, rngs, rest=None):
+        """(loss, logits, grads, the model after the step) of one train-mode value and grad."""
+        loss, logits, grads, new_rest = self._step(self.params, self.rest if rest is None else rest, x, Y, rngs)
+        return loss, logits, grads, nnx.merge(nnx.graphdef(self.model), self.params, new_rest)
+
+
+@functools.cache
+def numeric(name) -> Numeric:
+    return Numeric(name)
+
+
 @pytest.mark.parametrize("name, first_bn", [("resnet50", "bn1"), ("resnetv2", "stages.0.blocks.0.norm1")])
 def test_batchnorm_and_dropout_train_and_eval(name, first_bn):
     """train=True normalises with the batch's statistics and moves the running averages by
     PyTorch's momentum 0.1; train=False uses the running averages, so a sample's output does not
     depend on the rest of the batch, and leaves them unchanged. The model has dropout 0.5 before
     its classifier: eval runs without rngs (dropout would raise), training takes a key."""
-    model = build(name, num_classes=5, in_channels=1, drop_rate=0.5)
-    bn = model
-    for part in first_bn.split("."):
-        bn = bn[int(part)] if part.isdigit() else getattr(bn, part)
-    x = 2.0 + images((4, 32, 32, 1))
-    other = x.at[1:].set(images((3, 32, 32, 1), seed=1))   # same first sample, different rest of the batch
+    num = numeric(name)
+    model = num.model
+
+    def first(m):
+        bn = m
+        for part in first_bn.split("."):
+            bn = bn[int(part)] if part.isdigit() else getattr(bn, part)
+        return bn
+
+    x, other = X, OTHER
     ref = forward(model, x, False)
     np.testing.assert_allclose(forward(model, other, False)[0], ref[0], rtol=1e-5, atol=1e-5)
-    assert np.allclose(bn.mean.get_value(), 0.0)
+    assert np.allclose(first(model).mean.get_value(), 0.0)
 
     stem = nnx.jit(lambda m, x: m.conv1(x) if name == "resnet50" else m.stem(x))(model, x)  # the first BN's input
-    out = forward(model, x, True, key(1))
-    batch_mean, batch_var = jnp.mean(stem, axis=(0, 1, 2)), jnp.var(stem, axis=(0, 1, 2))
+    _, out, _, after = num.step(x, key(1))
+    bn = first(after)
+    stem = np.asarray(stem)
+    batch_mean, batch_var = stem.mean(axis=(0, 1, 2)), stem.var(axis=(0, 1, 2))
     np.testing.assert_allclose(bn.mean.get_value(), 0.1 * batch_mean, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(bn.var.get_value(), 0.9 + 0.1 * batch_var, rtol=1e-4, atol=1e-6)
     # the same key draws the same dropout mask: what differs is the batch statistics
-    assert not np.allclose(forward(model, other, True, key(1))[0], out[0], atol=1e-3)
+    assert not np.allclose(num.step(other, key(1))[1][0], out[0], atol=1e-3)
 
     stats = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))
     np.testing.assert_array_equal(forward(model, x, False), forward(model, x, False))
@@ -137,30 +206,22 @@ def test_batchnorm_and_dropout_train_and_eval(name, first_bn):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_jit_train_step(name):
-    """A jit value-and-grad step (batch 8, 64x64, 3 channels, dropout 0.5) runs: finite loss, a
-    nonzero gradient for every parameter (ResNet-50 without its zero-init last BN, which stops the
-    gradient of its block's convs at step 0 by design), every BN's statistics updated (they come
-    out of jit); the dropout key decides the loss (the running averages do not, in training)."""
-    overrides = {"zero_init_last": False} if name == "resnet50" else {}
-    model = build(name, num_classes=4, drop_rate=0.5, **overrides)
-    x, y = images((8, 64, 64, 3)), jnp.arange(8) % 4
-    before = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))
-
-    @nnx.jit
-    def step(model, x, y, rngs):
-        def loss_fn(m):
-            logits = m(x, train=True, rngs=rngs)
-            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
-        return nnx.value_and_grad(loss_fn)(model)
-
-    loss, grads = step(model, x, y, key(1))
+    """A jit value-and-grad step (dropout 0.5) runs: finite loss, a nonzero gradient for every
+    parameter (numpy weights: no zero-init last BN, which stops the gradient of its block's convs
+    at step 0 by design), every BN's statistics updated (they come out of jit); the dropout key
+    decides the loss (the running averages do not, in training: a step from the updated
+    statistics gives the same loss)."""
+    num = numeric(name)
+    before = jax.tree.map(np.asarray, nnx.state(num.model, nnx.BatchStat))
+    loss, _, grads, after_model = num.step(X, key(1))
     assert np.isfinite(loss)
     assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in jax.tree.leaves(grads))
-    after = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))
+    after = jax.tree.map(np.asarray, nnx.state(after_model, nnx.BatchStat))
     assert not any(np.allclose(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
-    assert step(model, x, y, key(1))[0] == loss and step(model, x, y, key(2))[0] != loss
+    moved = nnx.state(after_model, nnx.Not(nnx.Param))
+    assert num.step(X, key(1), rest=moved)[0] == loss and num.step(X, key(2))[0] != loss
     with pytest.raises(ConfigError, match="rngs"):
-        nnx.eval_shape(lambda m, x: m(x, train=True), model, x)
+        nnx.eval_shape(lambda m, x: m(x, train=True), num.model, X)
 
 
 def test_config_errors():
