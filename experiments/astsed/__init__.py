@@ -1,0 +1,1 @@
+"""AST-SED: AST + frequency-wise Transformer encoder + local GRU decoder for SED."""
