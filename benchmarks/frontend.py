@@ -1,17 +1,21 @@
-"""How fast is the jitted DFT-matmul log-mel front end against plain numpy and scipy?
+"""How fast are the jitted log-mel front ends (DFT as a matrix product, and jnp.fft.rfft) against
+plain numpy and scipy?
 
 Batch of 32 ten-second clips; for each front end (PASST_32K, DCASE_16K) it times
-- jax:   `jax.jit(log_mel)` on the default device (compile time reported apart),
+- jax_jit: `jax.jit(log_mel)` with ``dft='matmul'`` (the exportable form) on the default device,
+- jax_fft: the same with ``dft='fft'`` (compile times reported apart),
 - numpy: a float32 numpy version of the same chain built on np.fft.rfft (the baseline),
-- scipy: the same chain built on scipy.signal.stft,
-and reports the steady-state median over repeats, clips/s, and speed relative to numpy.
-Runs unchanged on CPU, GPU or TPU (the jax column uses whatever `jax.devices()[0]` is).
+- scipy: the same chain built on scipy.signal.stft (the bar the FFT path is held to),
+interleaved (one call of each per round, so a load change hits all alike), and reports the
+steady-state median over the rounds, clips/s, speed relative to numpy and to scipy, and the
+load average before and after. Runs unchanged on CPU, GPU or TPU.
 
     python benchmarks/frontend.py [--repeats 5] [--batch 32] [--seconds 10]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -88,13 +92,15 @@ def scipy_log_mel(wave: np.ndarray, cfg: F.FrontEndConfig, bank: np.ndarray) -> 
 
 # ----------------------------------------------------------------------------- timing
 
-def median_seconds(fn, repeats: int) -> float:
-    times = []
+def interleaved_seconds(calls: dict, repeats: int) -> dict:
+    """``repeats`` rounds of one call of each, in turn: name -> the seconds of each round."""
+    times = {name: [] for name in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def cpu_info() -> dict:
@@ -120,31 +126,33 @@ def bench_config(name: str, cfg: F.FrontEndConfig, batch: int, seconds: float, r
     bank = F.mel_filterbank(cfg)
 
     device_wave = jax.device_put(jnp.asarray(wave))
-    start = time.perf_counter()
-    compiled = jax.jit(lambda w: F.log_mel(w, cfg)).lower(device_wave).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    jax_out = np.asarray(jax.block_until_ready(compiled(device_wave)))
-    first_call_s = time.perf_counter() - start
-
-    numpy_out = numpy_log_mel(wave, cfg, bank)
-    scipy_out = scipy_log_mel(wave, cfg, bank)
-    rows = {
-        "numpy": (median_seconds(lambda: numpy_log_mel(wave, cfg, bank), repeats), numpy_out, None),
-        "scipy": (median_seconds(lambda: scipy_log_mel(wave, cfg, bank), repeats), scipy_out, None),
-        "jax_jit": (median_seconds(lambda: jax.block_until_ready(compiled(device_wave)), repeats),
-                    jax_out, compile_s),
-    }
-    base = rows["numpy"][0]
+    calls, outs, compile_s, first_call_s = {}, {}, {}, {}
+    for impl, dft in (("jax_jit", "matmul"), ("jax_fft", "fft")):
+        chain = dataclasses.replace(cfg, dft=dft)
+        start = time.perf_counter()
+        compiled = jax.jit(lambda w, chain=chain: F.log_mel(w, chain)).lower(device_wave).compile()
+        compile_s[impl] = time.perf_counter() - start
+        start = time.perf_counter()
+        outs[impl] = np.asarray(jax.block_until_ready(compiled(device_wave)))
+        first_call_s[impl] = time.perf_counter() - start
+        calls[impl] = lambda compiled=compiled: jax.block_until_ready(compiled(device_wave))
+    outs["numpy"] = numpy_log_mel(wave, cfg, bank)
+    outs["scipy"] = scipy_log_mel(wave, cfg, bank)
+    calls["numpy"] = lambda: numpy_log_mel(wave, cfg, bank)
+    calls["scipy"] = lambda: scipy_log_mel(wave, cfg, bank)
+    times = interleaved_seconds(calls, repeats)
     results = []
-    for impl, (median_s, out, comp) in rows.items():
+    for impl in ("numpy", "scipy", "jax_jit", "jax_fft"):
+        median_s, out = statistics.median(times[impl]), outs[impl]
         results.append({
             "config": name, "impl": impl, "median_s": median_s,
-            "compile_s": comp, "first_call_s": first_call_s if impl == "jax_jit" else None,
+            "compile_s": compile_s.get(impl), "first_call_s": first_call_s.get(impl),
             "clips_per_s": batch / median_s,
             "audio_seconds_per_s": batch * seconds / median_s,
-            "speedup_vs_numpy": base / median_s,
-            "max_abs_diff_vs_numpy": float(np.max(np.abs(out - numpy_out))),
+            "speedup_vs_numpy": statistics.median(times["numpy"]) / median_s,
+            "speedup_vs_scipy": statistics.median(times["scipy"]) / median_s,
+            "max_abs_diff_vs_numpy": float(np.max(np.abs(out - outs["numpy"]))),
+            "max_abs_diff_vs_jax_jit": float(np.max(np.abs(out - outs["jax_jit"]))),
             "output_shape": list(out.shape),
         })
     return results
@@ -159,12 +167,13 @@ def main():
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     results = []
     for name in args.configs.split(","):
         results += bench_config(name, CONFIGS[name], args.batch, args.seconds, args.repeats)
 
     header = f"{'config':<10} {'impl':<8} {'compile s':>9} {'median s':>9} {'clips/s':>8} " \
-             f"{'x numpy':>8} {'max|diff|':>10}"
+             f"{'x numpy':>8} {'x scipy':>8} {'max|diff|':>10}"
     print(f"log-mel front end, batch {args.batch} x {args.seconds:g} s, median of {args.repeats}, "
           f"jax device: {jax.devices()[0].device_kind}")
     print(header)
@@ -172,11 +181,13 @@ def main():
     for r in results:
         comp = f"{r['compile_s']:.2f}" if r["compile_s"] is not None else "-"
         print(f"{r['config']:<10} {r['impl']:<8} {comp:>9} {r['median_s']:>9.3f} "
-              f"{r['clips_per_s']:>8.1f} {r['speedup_vs_numpy']:>8.2f} {r['max_abs_diff_vs_numpy']:>10.2e}")
+              f"{r['clips_per_s']:>8.1f} {r['speedup_vs_numpy']:>8.2f} {r['speedup_vs_scipy']:>8.2f} "
+              f"{r['max_abs_diff_vs_numpy']:>10.2e}")
 
     report = {
-        "question": "throughput of the jitted DFT-matmul log-mel vs numpy rfft and scipy.signal.stft",
-        "baseline": "numpy (float32, np.fft.rfft), measured in the same run",
+        "question": "throughput of the jitted log-mel (DFT matmul; jnp.fft.rfft) vs numpy rfft and scipy.signal.stft",
+        "baseline": "numpy (float32, np.fft.rfft) and scipy.signal.stft, measured in the same run, interleaved",
+        "load_average_1m_before_after": [load_before, os.getloadavg()[0]],
         "batch": args.batch, "seconds_per_clip": args.seconds, "repeats": args.repeats,
         "jax_version": jax.__version__, "jaxlib_backend": jax.default_backend(),
         "jax_device": str(jax.devices()[0]), "jax_device_kind": jax.devices()[0].device_kind,

@@ -1,7 +1,8 @@
 """The SED recipe's claims on the built-in set: MAT-SED with vs without masked-reconstruction
 pre-training, with vs without global-local fusion; PMAM tiny before vs after the recipe fixes of
-``spec/sed_recipes.md``; CRNN, PMAM and MAT-SED side by side. Same data, same labelled budget,
-several seeds, PSDS1 and PSDS2, mean ± std and paired per-seed differences.
+``spec/sed_recipes.md``; AST-SED (FTE + LGD) vs AST-GRU; CRNN, PMAM, MAT-SED and AST-SED side by
+side. Same data, same labelled budget, several seeds, PSDS1 and PSDS2, mean ± std and paired
+per-seed differences.
 
     python benchmarks/sed_ablations.py                         # every arm, seeds 0 1 2 (hours on 2 cores)
     python benchmarks/sed_ablations.py --arms pmam pmam_before --seeds 0
@@ -101,6 +102,12 @@ def fine_time_patches(c) -> None:
     c.pretrain.mask_block = 5
 
 
+def ast_gru(c) -> None:
+    """AST-SED's baseline (AST-GRU, Xiao et al. 2022): the same AST, frequency mean pooling instead
+    of the FTE, the same Bi-GRU at the AST patch rate instead of the local decoder, same training."""
+    c.model.freq_pool, c.model.decoder = "mean", "gru"
+
+
 # arm -> (experiment, edit of its tiny config or None, the arm whose run of the same seed it needs)
 ARMS = {
     "crnn": ("crnn", None, None),
@@ -113,6 +120,8 @@ ARMS = {
     "matsed_global_local": ("matsed", global_local, None),
     "matsed_pmam_encoder": ("matsed", pmam_encoder, "pmam"),
     "matsed_fine_time": ("matsed", fine_time_patches, None),
+    "astsed": ("astsed", None, None),
+    "astgru": ("astsed", ast_gru, None),
 }
 # (name, arm, baseline, what the paper claims)
 COMPARISONS = (
@@ -131,6 +140,9 @@ COMPARISONS = (
      "tiny's 0.4-s encoder time patches are why MAT-SED tiny does not localise"),
     ("MAT-SED (PMAM encoder) vs PMAM", "matsed_pmam_encoder", "pmam",
      "MAT-SED's fine-tuning matches PMAM's on the same encoder"),
+    ("AST-SED vs AST-GRU", "astsed", "astgru",
+     "the frequency-wise Transformer encoder and the local GRU decoder beat mean pooling + a patch-rate GRU"),
+    ("AST-SED vs CRNN", "astsed", "crnn", "AST-SED beats the CRNN baseline"),
 )
 
 

@@ -24,8 +24,11 @@ All windows are symmetric by default (`window_periodic=False`): PaSST uses
 and the DCASE baseline uses `torch.hamming_window(2048, periodic=False)`.
 
 `dft="fft"` computes the same power spectrum with `jnp.fft.rfft` (the per-frame Kaldi steps and
-the window applied to the frames first): faster for training, where nothing is exported. The
-matrix path stays the default because the exporters need it.
+the window applied to the frames first); `dft="matmul"` as one matrix product with a real
+[cos | sin] matrix, which TFLite runs everywhere and a TPU's matrix units run fastest. The default,
+`"auto"`, picks per backend when the function is traced: the matrix on TPU, the FFT elsewhere (on
+2 CPU cores it is several times faster than the matrix; `benchmarks/results/frontend.json`). The
+exporters always build the matrix form (`jaxaudio/export/frontend.py`).
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from jaxaudio.errors import ConfigError
 _MEL_SCALES = ("htk", "slaney", "kaldi")
 _WINDOWS = ("hann", "hamming", "povey")
 _LOGS = ("ln", "ln_clamp", "db", "none")
-_DFTS = ("matmul", "fft")
+_DFTS = ("auto", "matmul", "fft")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +54,9 @@ class FrontEndConfig:
     Fields beyond the obvious ones:
       input_scale: the waveform is multiplied by this first (FunASR's WavFrontend: 32768, the
         int16 range, so a [-1, 1] waveform gives Kaldi's features of 16-bit samples).
-      dft: 'matmul' (default; real [cos | sin] matrix, exportable) or 'fft' (jnp.fft.rfft, for
-        training); both give the same power spectrum to float32 rounding.
+      dft: 'auto' (default: 'matmul' on TPU, 'fft' elsewhere, chosen when traced), 'matmul' (real
+        [cos | sin] matrix, exportable) or 'fft' (jnp.fft.rfft); all give the same power spectrum to
+        float32 rounding.
       mel_norm: None, or 'slaney' to scale each triangle to unit area (librosa norm='slaney').
       window_periodic: False = symmetric window (all reference systems), True = periodic.
       preemphasis: coefficient c of y[n] = x[n] - c x[n-1].
@@ -102,7 +106,7 @@ class FrontEndConfig:
     fmin_aug_range: int = 1
     fmax_aug_range: int = 1
     input_scale: float = 1.0
-    dft: str = "matmul"
+    dft: str = "auto"
 
     def __post_init__(self):
         _validate(self)
@@ -337,6 +341,13 @@ def _stacked_dft(cfg: FrontEndConfig) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- traced compute
 
+def resolved_dft(cfg: FrontEndConfig) -> str:
+    """``cfg.dft`` with 'auto' decided for the default backend: 'matmul' on TPU, 'fft' elsewhere."""
+    if cfg.dft != "auto":
+        return cfg.dft
+    return "matmul" if jax.default_backend() == "tpu" else "fft"
+
+
 def _fft_power(frames: jax.Array, cfg: FrontEndConfig) -> jax.Array:
     """``dft='fft'``: the steps folded into ``_dft_matrices64``, applied to the frames, then rfft."""
     x = frames[..., : cfg.win_length]
@@ -385,7 +396,7 @@ def power_spectrogram(wave: jax.Array, cfg: FrontEndConfig) -> jax.Array:
     if cfg.preemphasis != 0.0 and cfg.preemphasis_mode == "signal":
         wave = wave[..., 1:] - cfg.preemphasis * wave[..., :-1]
     frames = _frames(wave, cfg, num_frames)
-    if cfg.dft == "fft":
+    if resolved_dft(cfg) == "fft":
         power = _fft_power(frames, cfg)
     else:
         spec = jnp.matmul(frames, jnp.asarray(_stacked_dft(cfg)), precision="highest")
@@ -452,6 +463,6 @@ def frame_rate(cfg: FrontEndConfig) -> float:
 
 __all__ = [
     "FrontEndConfig", "PASST_32K", "AST_16K", "FUNASR_16K", "DCASE_16K", "mel_filterbank", "window_function",
-    "dft_matrices", "power_spectrogram", "log_mel", "jittered_mel_filterbank", "frame_rate",
+    "dft_matrices", "resolved_dft", "power_spectrogram", "log_mel", "jittered_mel_filterbank", "frame_rate",
 ]
 

@@ -19,6 +19,7 @@ knf is a required test dependency (the ``test`` extra): imported directly, never
 """
 import dataclasses
 
+import jax
 import kaldi_native_fbank as knf
 import numpy as np
 import pytest
@@ -90,7 +91,7 @@ def test_the_presets_state_the_recipes():
         assert (cfg.center, cfg.mel_scale, cfg.fmin, cfg.fmax_hz) == (False, "kaldi", 20.0, SR / 2)
         assert (cfg.preemphasis, cfg.preemphasis_mode, cfg.remove_dc_offset) == (0.97, "frame", True)
         assert (cfg.log, cfg.log_offset, cfg.power) == ("ln_clamp", float(np.finfo(np.float32).eps), 2.0)
-        assert cfg.dft == "matmul"
+        assert cfg.dft == "auto"
     assert (F.AST_16K.n_mels, F.AST_16K.window, F.AST_16K.input_scale) == (128, "hann", 1.0)
     assert (F.FUNASR_16K.n_mels, F.FUNASR_16K.window, F.FUNASR_16K.input_scale) == (80, "hamming", 32768.0)
     assert (F.FUNASR_16K.norm_mean, F.FUNASR_16K.norm_std) == (0.0, 1.0)
@@ -141,7 +142,7 @@ def test_kaldi_refuses_ast_128_bins_which_ast_keeps_as_a_constant_feature():
 
 @pytest.mark.parametrize("name", ["AST_16K", "FUNASR_16K", "PASST_32K", "DCASE_16K"])
 def test_fft_path_matches_the_matrix_path(name):
-    cfg = getattr(F, name)
+    cfg = dataclasses.replace(getattr(F, name), dft="matmul")
     wave = waveform("chirp", cfg.sample_rate + 123, seed=5) + waveform("noise", cfg.sample_rate + 123, seed=6)
     fast = dataclasses.replace(cfg, dft="fft")
     spec_m = np.asarray(F.power_spectrogram(wave, cfg), np.float64)
@@ -154,6 +155,13 @@ def test_fft_path_matches_the_matrix_path(name):
     print(f"{name}: log-mel mean rel diff {err:.2e}, power max diff / max {spec_err:.2e}")
     assert err <= 1e-5
     assert spec_err <= 1e-5
+
+
+def test_auto_dft_is_the_fft_off_tpu_and_the_matrix_on_tpu(monkeypatch):
+    assert F.resolved_dft(F.AST_16K) == ("matmul" if jax.default_backend() == "tpu" else "fft")
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    assert F.resolved_dft(F.AST_16K) == "matmul"
+    assert F.resolved_dft(dataclasses.replace(F.AST_16K, dft="fft")) == "fft"
 
 
 def test_dft_and_input_scale_are_checked():

@@ -16,6 +16,7 @@ def test_dry_run_lists_every_arm(tmp_path, capsys):
     assert by_arm["matsed_no_pretrain"].endswith(": finetune1 (150 steps), finetune2 (800 steps)")
     assert by_arm["matsed"].split(": ")[-1].startswith("pretrain (400 steps)")
     assert "round2/pretrain" in by_arm["pmam"] and "round2/pretrain" in by_arm["pmam_before"]
+    assert by_arm["astsed"].endswith(": finetune1 (150 steps), finetune2 (3000 steps)")
     assert not any(tmp_path.iterdir())
 
 
@@ -62,3 +63,12 @@ def test_pretrained_encoder_arm_starts_from_the_same_seeds_pmam_pretraining():
     assert plain.model.encoder_from == ""
     del config.model["encoder_from"], plain.model["encoder_from"]
     assert config.to_json() == plain.to_json()    # nothing else differs
+
+
+def test_ast_gru_arm_changes_only_the_pooling_and_the_decoder():
+    _, gru, _ = ablation_runs.arm_config(bench.ABLATION, "astgru", 1, "r")
+    _, sed, _ = ablation_runs.arm_config(bench.ABLATION, "astsed", 1, "r")
+    assert (gru.model.freq_pool, gru.model.decoder) == ("mean", "gru")
+    assert (sed.model.freq_pool, sed.model.decoder) == ("fte", "lgd")
+    gru.model.freq_pool, gru.model.decoder = "fte", "lgd"
+    assert gru.to_json() == sed.to_json()

@@ -131,3 +131,4 @@ def test_tiny_keeps_every_behaviour_that_is_not_a_size():
     assert (tiny.eval.weak_mask, tiny.eval.temperature) == (True, 0.5)
     cfg = astsed.model_config(tiny)
     assert (cfg.freq_pool, cfg.decoder, cfg.ast.time_patches * cfg.upsample, cfg.pred_len) == ("fte", "lgd", 250, 250)
+    assert (tiny.stages.finetune1.steps, tiny.stages.finetune2.steps) == (150, 3000)
