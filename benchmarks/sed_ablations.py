@@ -108,6 +108,16 @@ def ast_gru(c) -> None:
     c.model.freq_pool, c.model.decoder = "mean", "gru"
 
 
+def fte_only(c) -> None:
+    """AST-SED with the patch-rate Bi-GRU of AST-GRU in place of the local decoder: what the FTE alone does."""
+    c.model.decoder = "gru"
+
+
+def lgd_only(c) -> None:
+    """AST-SED with AST-GRU's frequency mean pooling in place of the FTE: what the local decoder alone does."""
+    c.model.freq_pool = "mean"
+
+
 # arm -> (experiment, edit of its tiny config or None, the arm whose run of the same seed it needs)
 ARMS = {
     "crnn": ("crnn", None, None),
@@ -122,6 +132,8 @@ ARMS = {
     "matsed_fine_time": ("matsed", fine_time_patches, None),
     "astsed": ("astsed", None, None),
     "astgru": ("astsed", ast_gru, None),
+    "astsed_fte_gru": ("astsed", fte_only, None),
+    "astsed_mean_lgd": ("astsed", lgd_only, None),
 }
 # (name, arm, baseline, what the paper claims)
 COMPARISONS = (
@@ -143,6 +155,8 @@ COMPARISONS = (
     ("AST-SED vs AST-GRU", "astsed", "astgru",
      "the frequency-wise Transformer encoder and the local GRU decoder beat mean pooling + a patch-rate GRU"),
     ("AST-SED vs CRNN", "astsed", "crnn", "AST-SED beats the CRNN baseline"),
+    ("FTE alone (patch-rate GRU)", "astsed_fte_gru", "astgru", "the FTE beats frequency mean pooling"),
+    ("LGD alone (mean pooling)", "astsed_mean_lgd", "astgru", "the local GRU decoder beats a patch-rate GRU"),
 )
 
 
