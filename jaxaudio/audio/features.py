@@ -26,9 +26,10 @@ and the DCASE baseline uses `torch.hamming_window(2048, periodic=False)`.
 `dft="fft"` computes the same power spectrum with `jnp.fft.rfft` (the per-frame Kaldi steps and
 the window applied to the frames first); `dft="matmul"` as one matrix product with a real
 [cos | sin] matrix, which TFLite runs everywhere and a TPU's matrix units run fastest. The default,
-`"auto"`, picks per backend when the function is traced: the matrix on TPU, the FFT elsewhere (on
-2 CPU cores it is several times faster than the matrix; `benchmarks/results/frontend.json`). The
-exporters always build the matrix form (`jaxaudio/export/frontend.py`).
+`"auto"`, picks when the function is traced: the FFT on a single CPU or GPU device (on 2 CPU cores
+it is 2-3.6x faster than the matrix; `benchmarks/results/frontend.json`), the matrix on TPU and on
+any multi-device mesh, where the FFT would gather a sharded batch (`resolved_dft`). The exporters
+always build the matrix form (`jaxaudio/export/frontend.py`).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class FrontEndConfig:
     Fields beyond the obvious ones:
       input_scale: the waveform is multiplied by this first (FunASR's WavFrontend: 32768, the
         int16 range, so a [-1, 1] waveform gives Kaldi's features of 16-bit samples).
-      dft: 'auto' (default: 'matmul' on TPU, 'fft' elsewhere, chosen when traced), 'matmul' (real
+      dft: 'auto' (default: 'fft' on one CPU/GPU device, else 'matmul'; ``resolved_dft``), 'matmul' (real
         [cos | sin] matrix, exportable) or 'fft' (jnp.fft.rfft); all give the same power spectrum to
         float32 rounding.
       mel_norm: None, or 'slaney' to scale each triangle to unit area (librosa norm='slaney').
@@ -342,10 +343,15 @@ def _stacked_dft(cfg: FrontEndConfig) -> np.ndarray:
 # ----------------------------------------------------------------------------- traced compute
 
 def resolved_dft(cfg: FrontEndConfig) -> str:
-    """``cfg.dft`` with 'auto' decided for the default backend: 'matmul' on TPU, 'fft' elsewhere."""
+    """``cfg.dft`` with 'auto' decided when traced: 'fft' on one CPU or GPU device, else 'matmul'.
+
+    The matrix on TPU (its matrix units), and wherever there is more than one device: XLA's SPMD
+    partitioner does not split the FFT over a sharded batch but gathers the batch first (PMAM
+    tiny's step on a data 2 x fsdp 4 mesh all-gathers 16.4 MB more with the FFT;
+    ``tests/scaling/test_pmam_study.py``), while the matrix product stays sharded."""
     if cfg.dft != "auto":
         return cfg.dft
-    return "matmul" if jax.default_backend() == "tpu" else "fft"
+    return "matmul" if jax.default_backend() == "tpu" or jax.device_count() > 1 else "fft"
 
 
 def _fft_power(frames: jax.Array, cfg: FrontEndConfig) -> jax.Array:

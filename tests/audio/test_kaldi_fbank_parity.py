@@ -157,8 +157,14 @@ def test_fft_path_matches_the_matrix_path(name):
     assert spec_err <= 1e-5
 
 
-def test_auto_dft_is_the_fft_off_tpu_and_the_matrix_on_tpu(monkeypatch):
+def test_auto_dft_is_the_fft_on_one_cpu_device_only(monkeypatch):
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
     assert F.resolved_dft(F.AST_16K) == ("matmul" if jax.default_backend() == "tpu" else "fft")
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert F.resolved_dft(F.AST_16K) == "fft"
+    monkeypatch.setattr(jax, "device_count", lambda: 8)   # a mesh: the FFT would gather the batch
+    assert F.resolved_dft(F.AST_16K) == "matmul"
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
     assert F.resolved_dft(F.AST_16K) == "matmul"
     assert F.resolved_dft(dataclasses.replace(F.AST_16K, dft="fft")) == "fft"
