@@ -18,6 +18,7 @@ from jaxaudio.models.geco import (
     clip_score, segment_clip, segment_frames, segment_starts, segment_waveform, with_reconstructions,
 )
 from jaxaudio.train.state import merge_model, split_model
+from tests.models.numpy_weights import with_numpy_weights
 
 
 def key(seed):
@@ -41,18 +42,8 @@ def build_numpy(cfg: GeCoConfig, seed: int = 0) -> GeCoNet:
     BatchNorm (scale / var 1, shift / mean 0), LayerNorm (scale 1, shift 0), PReLU slope 0.25;
     biases 0."""
     model = nnx.eval_shape(lambda: GeCoNet(cfg, rngs=nnx.Rngs(key(seed))))
-    rng = np.random.default_rng(seed)
-    state = nnx.state(model)
-    fill = {"scale": 1.0, "var": 1.0, "alpha": 0.25}
-    for path, var in nnx.to_flat_state(state):
-        shape, leaf = var.get_value().shape, str(path[-1])
-        if leaf in ("kernel", "weight"):
-            value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
-        else:
-            value = np.full(shape, fill.get(leaf, 0.0))
-        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
-    nnx.update(model, state)
-    return model
+    return with_numpy_weights(model, seed, fill={"scale": 1.0, "var": 1.0, "alpha": 0.25},
+                              kernels=("kernel", "weight"))
 
 
 def output_shapes(cfg: GeCoConfig, mel_shape, wave_shape, model=None):

@@ -18,6 +18,7 @@ from flax import nnx
 
 from jaxaudio.errors import ConfigError, ShapeError
 from jaxaudio.models.cnn_zoo.convnext import ENTRIES, ConvNeXt, ConvNeXtConfig, drop_path
+from tests.models.numpy_weights import with_numpy_weights
 
 NAME = "convnext_tiny"
 
@@ -37,18 +38,7 @@ def build_numpy(seed=0, **overrides):
     """The tiny model with numpy weights: He-normal kernels, LayerNorm at its init (scale 1,
     shift 0), biases 0 and the layer scale gamma at its init, 1e-6."""
     model = nnx.eval_shape(lambda: build("tiny", **overrides))
-    rng = np.random.default_rng(seed)
-    state = nnx.state(model)
-    fill = {"scale": 1.0, "gamma": 1e-6}
-    for path, var in nnx.to_flat_state(state):
-        shape, leaf = var.get_value().shape, str(path[-1])
-        if leaf == "kernel":
-            value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
-        else:
-            value = np.full(shape, fill.get(leaf, 0.0))
-        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
-    nnx.update(model, state)
-    return model
+    return with_numpy_weights(model, seed, fill={"scale": 1.0, "gamma": 1e-6})
 
 
 def n_params(model) -> int:

@@ -9,7 +9,6 @@ checks here need not spend) and two compiled programs (an eval forward and a
 jitted train step, at one batch shape)."""
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +20,7 @@ from flax import nnx
 from jaxaudio.errors import ConfigError, ShapeError
 from jaxaudio.models import cnn_zoo
 from jaxaudio.models.cnn_zoo import densenet
+from tests.models.numpy_weights import with_numpy_weights
 
 NAME = "densenet121"
 ENTRY = densenet.ENTRIES[NAME]
@@ -41,17 +41,7 @@ def build_numpy(seed=0, **overrides):
     """The tiny model with numpy weights: He-normal kernels, other parameters and BatchNorm at
     their init (scale / var 1, the rest 0)."""
     model = nnx.eval_shape(lambda: build("tiny", **overrides))
-    rng = np.random.default_rng(seed)
-    state = nnx.state(model)
-    for path, var in nnx.to_flat_state(state):
-        shape, leaf = var.get_value().shape, str(path[-1])
-        if leaf == "kernel":
-            value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
-        else:
-            value = np.full(shape, 1.0 if leaf in ("scale", "var") else 0.0)
-        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
-    nnx.update(model, state)
-    return model
+    return with_numpy_weights(model, seed)
 
 
 def n_params(model) -> int:

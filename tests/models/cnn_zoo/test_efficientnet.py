@@ -15,6 +15,7 @@ from flax import nnx
 from jaxaudio.errors import ConfigError
 from jaxaudio.models.cnn_zoo.efficientnet import EFFICIENTNET_B0, EFFICIENTNET_B0_TINY, ENTRIES
 from jaxaudio.models.cnn_zoo.mbconv import MBConvNet, SqueezeExcite, classifier_uniform, conv, drop_path
+from tests.models.numpy_weights import with_numpy_weights
 
 
 def abstract(cfg=EFFICIENTNET_B0_TINY, **overrides):
@@ -27,17 +28,7 @@ def build(cfg=EFFICIENTNET_B0_TINY, seed=0, **overrides):
     """A usable model with numpy weights (He-normal kernels, BatchNorm at its init): eager JAX
     compiles every initializer shape apart. ``test_init`` builds one with its own init."""
     model = abstract(cfg, **overrides)
-    rng = np.random.default_rng(seed)
-    state = nnx.state(model)
-    for path, var in nnx.to_flat_state(state):
-        shape, leaf = var.get_value().shape, str(path[-1])
-        if leaf == "kernel":
-            value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
-        else:
-            value = np.full(shape, 1.0 if leaf in ("scale", "var") else 0.0)
-        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
-    nnx.update(model, state)
-    return model
+    return with_numpy_weights(model, seed)
 
 
 def n_params(model) -> int:

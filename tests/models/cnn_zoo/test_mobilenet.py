@@ -15,6 +15,7 @@ from flax import nnx
 from jaxaudio.errors import ConfigError, ShapeError
 from jaxaudio.models.cnn_zoo.mbconv import MBConvConfig, MBConvNet, Stage, make_divisible
 from jaxaudio.models.cnn_zoo.mobilenet import ENTRIES, MOBILENET_V1, MOBILENET_V2
+from tests.models.numpy_weights import with_numpy_weights
 
 NAMES = ("mobilenet_v1", "mobilenet_v2")
 
@@ -30,17 +31,7 @@ def build(name, preset="tiny", seed=0, **overrides):
     eager JAX would compile every initializer shape apart, which these tests need not pay for.
     The model's own init is tested in test_efficientnet.py."""
     model = abstract(name, preset, **overrides)
-    rng = np.random.default_rng(seed)
-    state = nnx.state(model)
-    for path, var in nnx.to_flat_state(state):
-        shape, leaf = var.get_value().shape, str(path[-1])
-        if leaf == "kernel":
-            value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
-        else:
-            value = np.full(shape, 1.0 if leaf in ("scale", "var") else 0.0)
-        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
-    nnx.update(model, state)
-    return model
+    return with_numpy_weights(model, seed)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "train"))

@@ -19,6 +19,7 @@ from flax import nnx
 
 from jaxaudio.errors import ConfigError, ShapeError
 from jaxaudio.models.cnn_zoo.resnet import ENTRIES, ResNetConfig, ResNetV2Config
+from tests.models.numpy_weights import with_numpy_weights
 
 NAMES = ("resnet50", "resnetv2")
 
@@ -51,17 +52,7 @@ def build_numpy(name, seed=0, **overrides):
     """The tiny model with numpy weights: He-normal kernels, other parameters and BatchNorm at
     their init (scale / var 1, the rest 0; so no zero-init last BN)."""
     model = abstract(name, **overrides)
-    rng = np.random.default_rng(seed)
-    state = nnx.state(model)
-    for path, var in nnx.to_flat_state(state):
-        shape, leaf = var.get_value().shape, str(path[-1])
-        if leaf == "kernel":
-            value = rng.normal(size=shape) * np.sqrt(2.0 / math.prod(shape[:-1]))
-        else:
-            value = np.full(shape, 1.0 if leaf in ("scale", "var") else 0.0)
-        var.set_value(jax.device_put(value.astype(np.float32)))   # jnp.asarray would compile a program per shape
-    nnx.update(model, state)
-    return model
+    return with_numpy_weights(model, seed)
 
 
 @pytest.mark.parametrize("name", NAMES)
